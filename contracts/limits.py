@@ -1,0 +1,41 @@
+"""Limits every message is validated against. Producers and consumers share these numbers."""
+
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+"""Bumped on any change that an older consumer would misread."""
+
+# audio.frame: 16 kHz mono s16le, 10/20/30 ms per frame (what webrtcvad accepts).
+AUDIO_SAMPLE_RATE: Final = 16_000
+AUDIO_CHANNELS: Final = 1
+AUDIO_SAMPLE_WIDTH: Final = 2
+AUDIO_FRAME_MS: Final = (10, 20, 30)
+AUDIO_FRAME_BYTES: Final = tuple(
+    AUDIO_SAMPLE_RATE * AUDIO_SAMPLE_WIDTH * ms // 1000 for ms in AUDIO_FRAME_MS
+)
+MAX_AUDIO_FRAME_BYTES: Final = max(AUDIO_FRAME_BYTES)
+
+# tts.chunk: one sentence or clause of synthesized speech.
+TTS_SAMPLE_RATES: Final = (8_000, 16_000, 22_050, 24_000, 44_100, 48_000)
+MAX_TTS_CHUNK_SECONDS: Final = 30
+MAX_TTS_CHUNK_BYTES: Final = 48_000 * AUDIO_SAMPLE_WIDTH * MAX_TTS_CHUNK_SECONDS
+MAX_ALIGNMENTS: Final = 4_000
+
+# Text caps, in characters.
+MAX_ID_CHARS: Final = 64
+MAX_TRANSCRIPT_CHARS: Final = 4_000
+MAX_CHAT_CHARS: Final = 2_000
+MAX_AUTHOR_CHARS: Final = 64
+MAX_BADGES: Final = 16
+MAX_TOKEN_CHARS: Final = 256
+MAX_REPLY_CHARS: Final = 8_000
+MAX_EXPRESSIONS: Final = 16
+MAX_TAG_CHARS: Final = 32
+
+# avatar.expr: one mouth-open value per video frame.
+AVATAR_FPS: Final = (30, 60)
+MAX_MOUTH_FRAMES: Final = 60 * MAX_TTS_CHUNK_SECONDS
+
+# Default stream lengths (MAXLEN ~), overridable per topic in settings.
+DEFAULT_MAXLEN: Final = 10_000
+AUDIO_FRAME_MAXLEN: Final = 50 * 60 * 10  # ten minutes of 20 ms frames

@@ -1,0 +1,35 @@
+"""asr.partial and asr.final: asr -> policy and observers."""
+
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
+
+from contracts.envelope import Envelope
+from contracts.limits import MAX_TRANSCRIPT_CHARS
+
+Transcript = Annotated[str, StringConstraints(max_length=MAX_TRANSCRIPT_CHARS)]
+
+
+class AsrPartial(Envelope):
+    """An interim transcript while the user is still speaking."""
+
+    text: Transcript
+    speech_start_s: float = Field(ge=0, description="Speech start in the input timeline (s).")
+
+
+class AsrFinal(Envelope):
+    """The final transcript of one utterance; it opens a turn."""
+
+    text: Transcript
+    language: Annotated[str, StringConstraints(min_length=2, max_length=8)] = "en"
+    confidence: float = Field(ge=0.0, le=1.0)
+    speech_start_s: float = Field(ge=0, description="Speech start in the input timeline (s).")
+    speech_end_s: float = Field(ge=0, description="Speech end in the input timeline (s).")
+
+    @model_validator(mode="after")
+    def _ordered_times(self) -> "AsrFinal":
+        if self.speech_end_s < self.speech_start_s:
+            raise ValueError(
+                f"speech ends ({self.speech_end_s} s) before it starts ({self.speech_start_s} s)"
+            )
+        return self

@@ -1,0 +1,72 @@
+"""Topic names, in one place, with the message type each one carries."""
+
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+from contracts.audio import AudioFrame
+from contracts.avatar import AvatarExpr
+from contracts.chat import ChatMessage
+from contracts.control import Control
+from contracts.envelope import Envelope
+from contracts.limits import AUDIO_FRAME_MAXLEN, DEFAULT_MAXLEN
+from contracts.policy import PolicyToken
+from contracts.speech import AsrFinal, AsrPartial
+from contracts.tts import TtsChunk
+
+M = TypeVar("M", bound=Envelope)
+
+Overflow = Literal["block", "drop_oldest"]
+
+
+@dataclass(frozen=True)
+class Topic(Generic[M]):
+    """A stream and its contract.
+
+    ordered: partitioned by session, so one consumer sees a session's messages in order.
+    overflow: what a full in-process queue does: wait for room, or drop the oldest entry.
+    """
+
+    name: str
+    model: type[M]
+    description: str
+    ordered: bool = True
+    overflow: Overflow = "block"
+    maxlen: int = DEFAULT_MAXLEN
+
+
+AUDIO_FRAME = Topic(
+    "audio.frame",
+    AudioFrame,
+    "16 kHz mono s16le PCM, 20 ms per frame, from capture to asr.",
+    overflow="drop_oldest",
+    maxlen=AUDIO_FRAME_MAXLEN,
+)
+ASR_PARTIAL = Topic("asr.partial", AsrPartial, "Interim transcripts while the user speaks.")
+ASR_FINAL = Topic("asr.final", AsrFinal, "The final transcript of an utterance; opens a turn.")
+CHAT_MESSAGE = Topic("chat.message", ChatMessage, "Viewer chat from Twitch, Discord, the panel.")
+POLICY_TOKEN = Topic("policy.token", PolicyToken, "Reply tokens, ordered per turn.")
+TTS_CHUNK = Topic("tts.chunk", TtsChunk, "Synthesized speech, one sentence or clause a chunk.")
+AVATAR_EXPR = Topic("avatar.expr", AvatarExpr, "Expression and mouth track for the avatar.")
+CONTROL = Topic(
+    "control", Control, "Interrupts, persona changes, module toggles, panic.", ordered=False
+)
+
+ALL_TOPICS: tuple[Topic[Envelope], ...] = (
+    AUDIO_FRAME,
+    ASR_PARTIAL,
+    ASR_FINAL,
+    CHAT_MESSAGE,
+    POLICY_TOKEN,
+    TTS_CHUNK,
+    AVATAR_EXPR,
+    CONTROL,
+)  # type: ignore[assignment]
+
+
+def topic_named(name: str) -> Topic[Envelope]:
+    """The topic of that name, or a ValueError that lists the known ones."""
+    for topic in ALL_TOPICS:
+        if topic.name == name:
+            return topic
+    known = ", ".join(t.name for t in ALL_TOPICS)
+    raise ValueError(f"unknown topic {name!r}; known topics: {known}")

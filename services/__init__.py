@@ -1,0 +1,1 @@
+"""Marionette's stages, one package each, and the bus runtime they share."""

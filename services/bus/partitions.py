@@ -1,0 +1,27 @@
+"""Which stream a message goes to: ordered topics are split by a hash of the session id."""
+
+import zlib
+
+from contracts.topics import Topic
+
+
+def partition_of(session_id: str, partitions: int) -> int:
+    # crc32, not hash(): every process and language must agree on the partition.
+    return zlib.crc32(session_id.encode()) % partitions
+
+
+def partition_stream(topic_name: str, partition: int) -> str:
+    return f"{topic_name}.p{partition}"
+
+
+def stream_for(topic: Topic[object], session_id: str, partitions: int) -> str:  # type: ignore[type-var]
+    if not topic.ordered:
+        return topic.name
+    return partition_stream(topic.name, partition_of(session_id, partitions))
+
+
+def streams_of(topic: Topic[object], partitions: int) -> list[str]:  # type: ignore[type-var]
+    """Every stream that carries this topic."""
+    if not topic.ordered:
+        return [topic.name]
+    return [partition_stream(topic.name, p) for p in range(partitions)]

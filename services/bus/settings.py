@@ -1,0 +1,121 @@
+"""Bus settings: environment variables (MARIONETTE_*, and REDIS_URL) over marionette.toml."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "MARIONETTE_"
+CONFIG_FILE_ENV = "MARIONETTE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting and how to fix it."""
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get(CONFIG_FILE_ENV, "marionette.toml"))
+
+
+class BusSettings(BaseSettings):
+    """How every stage talks to Redis. Each field is MARIONETTE_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, frozen=True
+    )
+
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "MARIONETTE_REDIS_URL", "redis_url"),
+        pattern=r"^(redis|rediss|unix)://",
+        description="Redis to use; unset starts an embedded server for this process tree.",
+    )
+    redis_server: str | None = Field(
+        default=None, description="Path of the redis-server binary for the embedded server."
+    )
+    partitions: int = Field(
+        default=8, ge=1, le=256, description="Partition streams per ordered topic."
+    )
+    claim_idle_ms: int = Field(
+        default=1500,
+        ge=50,
+        le=600_000,
+        description="A pending message idle this long is claimed from its (dead) consumer.",
+    )
+    lease_ms: int = Field(
+        default=3000,
+        ge=300,
+        le=600_000,
+        description="A partition owner that has not renewed its lease this long is dead.",
+    )
+    max_deliveries: int = Field(
+        default=3, ge=1, le=100, description="Attempts before a message goes to dead letters."
+    )
+    retry_backoff_ms: int = Field(
+        default=100, ge=0, le=60_000, description="First retry delay; doubles each attempt."
+    )
+    read_count: int = Field(default=64, ge=1, le=10_000, description="Entries per read.")
+    block_ms: int = Field(default=100, ge=1, le=60_000, description="XREADGROUP BLOCK time.")
+    queue_size: int = Field(
+        default=256, ge=1, le=100_000, description="In-process queue bound per partition."
+    )
+    dedup_ttl_s: int = Field(
+        default=3600, ge=1, description="How long a handled message id is remembered."
+    )
+    group_start: str = Field(
+        default="0",
+        pattern=r"^(0|\$)$",
+        description="Where a new consumer group starts: 0 (keep what is there) or $ (only new).",
+    )
+    stream_maxlen: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-topic MAXLEN ~ overrides, e.g. {"audio.frame": 30000} (JSON in env).',
+    )
+    max_message_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Larger entries go to dead letters."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)
+
+    def maxlen_for(self, topic_name: str, default: int) -> int:
+        return self.stream_maxlen.get(topic_name, default)
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = ENV_PREFIX) -> str:
+    """One line per bad setting, naming the environment variable and the fix."""
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]).lower() if err["loc"] else "?"
+        env_name = "REDIS_URL" if field == "redis_url" else f"{prefix}{field.upper()}"
+        info = BusSettings.model_fields.get(field)
+        meaning = f" ({info.description})" if info and info.description else ""
+        lines.append(
+            f"setting {env_name} (or '{field}' in {_config_file()}) = {err.get('input')!r}: "
+            f"{err['msg']}{meaning}"
+        )
+    return "bad configuration:\n  " + "\n  ".join(lines)
+
+
+def load_bus_settings(**overrides: Any) -> BusSettings:
+    """Read the settings, turning a validation error into a ConfigError a person can act on."""
+    try:
+        return BusSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None

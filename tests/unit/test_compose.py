@@ -1,0 +1,45 @@
+"""deploy/docker-compose.yml can not run here (no Docker engine); check what it asks for."""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.bus.settings import ENV_PREFIX, BusSettings
+from services.cli import app
+from services.registry import STAGES
+
+COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml"
+SETTING_NAMES = {f"{ENV_PREFIX}{name.upper()}" for name in BusSettings.model_fields} | {"REDIS_URL"}
+
+
+def services() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE.read_text())
+    return dict(document["services"])
+
+
+def test_every_stage_service_runs_a_known_stage() -> None:
+    commands = {
+        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
+    }
+    stage_services = {name: svc for name, svc in services().items() if name != "redis"}
+    assert stage_services, "compose runs at least one stage"
+    for name, service in stage_services.items():
+        subcommand, *args = service["command"]
+        assert subcommand in commands, f"{name}: `marionette {subcommand}` does not exist"
+        if subcommand == "run":
+            assert args[0] in STAGES, f"{name}: no stage called {args[0]}"
+
+
+def test_environment_names_real_settings() -> None:
+    for name, service in services().items():
+        if name == "redis":
+            continue
+        for variable in service.get("environment", {}):
+            assert variable in SETTING_NAMES, f"{name}: {variable} is not a setting"
+
+
+def test_redis_keeps_acknowledged_messages_across_a_restart() -> None:
+    command = " ".join(services()["redis"]["command"])
+    assert "--appendonly yes" in command
+    assert "--appendfsync always" in command
