@@ -36,7 +36,7 @@ class Envelope(BaseModel):
     @field_validator("schema_version", mode="before")
     @classmethod
     def _known_version(cls, value: Any) -> Any:
-        if value != SCHEMA_VERSION:
+        if type(value) is not int or value != SCHEMA_VERSION:
             raise ValueError(
                 f"unknown schema version {value!r}: this build reads version {SCHEMA_VERSION}; "
                 "upgrade the consumer or migrate the producer"

@@ -1,16 +1,20 @@
 """Bus settings: environment variables (MARIONETTE_*, and REDIS_URL) over marionette.toml."""
 
 import os
+import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from contracts.topics import ALL_TOPICS
 
 ENV_PREFIX = "MARIONETTE_"
 CONFIG_FILE_ENV = "MARIONETTE_CONFIG"
@@ -50,7 +54,7 @@ class BusSettings(BaseSettings):
         description="A pending message idle this long is claimed from its (dead) consumer.",
     )
     lease_ms: int = Field(
-        default=3000,
+        default=2000,
         ge=300,
         le=600_000,
         description="A partition owner that has not renewed its lease this long is dead.",
@@ -74,13 +78,24 @@ class BusSettings(BaseSettings):
         pattern=r"^(0|\$)$",
         description="Where a new consumer group starts: 0 (keep what is there) or $ (only new).",
     )
-    stream_maxlen: dict[str, int] = Field(
+    stream_maxlen: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict,
         description='Per-topic MAXLEN ~ overrides, e.g. {"audio.frame": 30000} (JSON in env).',
     )
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Larger entries go to dead letters."
     )
+
+    @field_validator("stream_maxlen")
+    @classmethod
+    def _known_topics(cls, value: dict[str, int]) -> dict[str, int]:
+        known = {topic.name for topic in ALL_TOPICS}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown topic(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -103,7 +118,11 @@ def describe_validation_error(exc: ValidationError, prefix: str = ENV_PREFIX) ->
     lines = []
     for err in exc.errors():
         field = str(err["loc"][0]).lower() if err["loc"] else "?"
-        env_name = "REDIS_URL" if field == "redis_url" else f"{prefix}{field.upper()}"
+        env_name = (
+            "REDIS_URL (or MARIONETTE_REDIS_URL)"
+            if field == "redis_url"
+            else f"{prefix}{field.upper()}"
+        )
         info = BusSettings.model_fields.get(field)
         meaning = f" ({info.description})" if info and info.description else ""
         lines.append(
@@ -115,7 +134,20 @@ def describe_validation_error(exc: ValidationError, prefix: str = ENV_PREFIX) ->
 
 def load_bus_settings(**overrides: Any) -> BusSettings:
     """Read the settings, turning a validation error into a ConfigError a person can act on."""
+    config_file = os.environ.get(CONFIG_FILE_ENV)
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(
+            f"{CONFIG_FILE_ENV}={config_file!r} is not a file: point it at a TOML file or unset it"
+        )
     try:
         return BusSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{_config_file()} is not valid TOML: {exc}") from None
+    except SettingsError as exc:
+        # pydantic-settings raises this for a complex value (a dict) that is not JSON.
+        raise ConfigError(
+            f"{exc}: complex settings take JSON, e.g. "
+            f"{ENV_PREFIX}STREAM_MAXLEN='{{\"audio.frame\": 30000}}'"
+        ) from None

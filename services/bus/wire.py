@@ -54,9 +54,13 @@ def split_envelope(data: bytes) -> tuple[bytes, dict[str, Any]]:
             "not a FastStream message: the __data__ field lacks the binary envelope header"
         )
     try:
-        return BinaryMessageFormatV1.parse(data)
+        body, headers = BinaryMessageFormatV1.parse(data)
     except Exception as exc:
         raise MalformedMessage(f"corrupt FastStream envelope: {exc}") from None
+    if body.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+        # FastStream's parser hands back the raw bytes when it cannot read the envelope.
+        raise MalformedMessage("corrupt FastStream envelope: its offsets point past the data")
+    return body, headers
 
 
 def format_validation_error(topic_name: str, exc: ValidationError) -> str:

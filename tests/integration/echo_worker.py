@@ -20,9 +20,7 @@ from services.bus import Stage, StageRuntime, load_bus_settings
 STARTED_LIST = "echo:started"
 
 
-def build_stage(
-    replica: str, delay_s: float, crash_on: int | None, client: Redis
-) -> Stage:
+def build_stage(replica: str, delay_s: float, crash_on: int | None, client: Redis) -> Stage:
     stage = Stage("echo")
     replies = stage.publisher(POLICY_TOKEN)
 
