@@ -7,7 +7,7 @@ from contracts.control import Control, Interrupt, ModuleToggle, Panic, PersonaCh
 from contracts.envelope import Envelope
 from contracts.limits import SCHEMA_VERSION
 from contracts.policy import PolicyToken
-from contracts.speech import AsrFinal, AsrPartial
+from contracts.speech import AsrFinal, AsrPartial, SpeechEvent
 from contracts.topics import ALL_TOPICS, Topic, topic_named
 from contracts.tts import PhonemeTiming, TtsChunk
 
@@ -27,6 +27,7 @@ __all__ = [
     "PersonaChange",
     "PhonemeTiming",
     "PolicyToken",
+    "SpeechEvent",
     "Topic",
     "TtsChunk",
     "topic_named",

@@ -1,6 +1,6 @@
-"""asr.partial and asr.final: asr -> policy and observers."""
+"""asr.speech, asr.partial and asr.final: asr -> policy, playback (barge-in) and observers."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -8,6 +8,13 @@ from contracts.envelope import Envelope
 from contracts.limits import MAX_TRANSCRIPT_CHARS
 
 Transcript = Annotated[str, StringConstraints(max_length=MAX_TRANSCRIPT_CHARS)]
+
+
+class SpeechEvent(Envelope):
+    """The user started or stopped speaking (voice activity, before any transcript)."""
+
+    state: Literal["start", "end"]
+    at_s: float = Field(ge=0, description="When, in the input timeline (s).")
 
 
 class AsrPartial(Envelope):

@@ -10,7 +10,7 @@ from contracts.control import Control
 from contracts.envelope import Envelope
 from contracts.limits import AUDIO_FRAME_MAXLEN, DEFAULT_MAXLEN
 from contracts.policy import PolicyToken
-from contracts.speech import AsrFinal, AsrPartial
+from contracts.speech import AsrFinal, AsrPartial, SpeechEvent
 from contracts.tts import TtsChunk
 
 M = TypeVar("M", bound=Envelope)
@@ -41,6 +41,9 @@ AUDIO_FRAME = Topic(
     overflow="drop_oldest",
     maxlen=AUDIO_FRAME_MAXLEN,
 )
+ASR_SPEECH = Topic(
+    "asr.speech", SpeechEvent, "Voice activity: the user started or stopped speaking."
+)
 ASR_PARTIAL = Topic("asr.partial", AsrPartial, "Interim transcripts while the user speaks.")
 ASR_FINAL = Topic("asr.final", AsrFinal, "The final transcript of an utterance; opens a turn.")
 CHAT_MESSAGE = Topic("chat.message", ChatMessage, "Viewer chat from Twitch, Discord, the panel.")
@@ -53,6 +56,7 @@ CONTROL = Topic(
 
 ALL_TOPICS: tuple[Topic[Envelope], ...] = (
     AUDIO_FRAME,
+    ASR_SPEECH,
     ASR_PARTIAL,
     ASR_FINAL,
     CHAT_MESSAGE,

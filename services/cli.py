@@ -19,11 +19,14 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from contracts.topics import ALL_TOPICS, topic_named
-from services.bus import ConfigError, StageRuntime, load_bus_settings
+from services.asr.recognizer import ModelError
+from services.bus import ConfigError, load_bus_settings
 from services.bus import dead_letters as dlq
 from services.bus.redis_server import EmbeddedRedis, RedisServerError
-from services.bus.settings import BusSettings
-from services.registry import STAGES, load_stage
+from services.bus.settings import BusSettings, load_settings
+from services.capture.settings import CaptureSettings
+from services.capture.sources import CaptureError, input_devices
+from services.registry import STAGES, StageMain, load_stage, stage_main
 
 app = typer.Typer(help="Marionette: a live AI character on Redis Streams.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
@@ -53,7 +56,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
     )
-    for noisy in ("faststream", "faststream.access.redis"):
+    for noisy in ("faststream", "faststream.access.redis", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -80,7 +83,7 @@ def run(
     _setup_logging(verbose)
     settings = _settings()
     try:
-        declared = load_stage(stage)
+        main = stage_main(stage)
     except KeyError as exc:
         raise _fail(str(exc.args[0])) from None
     server: EmbeddedRedis | None = None
@@ -92,18 +95,68 @@ def run(
         console.print(f"embedded Redis at {server.url} (set REDIS_URL to share one)")
         settings = settings.model_copy(update={"redis_url": server.url})
     try:
-        asyncio.run(_run_until_signal(StageRuntime(declared, settings)))
+        asyncio.run(_run_until_signal(main, settings))
+    except (ConfigError, CaptureError, ModelError) as exc:
+        raise _fail(str(exc)) from None
     finally:
         if server is not None:
             server.close()
 
 
-async def _run_until_signal(runtime: StageRuntime) -> None:
+async def _run_until_signal(main: StageMain, settings: BusSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await runtime.run(stop)
+    await main(settings, stop)
+
+
+@app.command("capture")
+def capture_command(
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="WAV/FLAC file, or - for raw PCM on stdin.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="Microphone id or name.")] = None,
+    fast: Annotated[bool, typer.Option(help="Read a file as fast as possible.")] = False,
+    session: Annotated[str | None, typer.Option(help="Session id of the audio.")] = None,
+) -> None:
+    """Publish audio as audio.frame: a file, stdin, or the microphone."""
+    from services.capture.stage import run_capture
+
+    _setup_logging(False)
+    bus = _settings()
+    bus = bus.model_copy(update={"redis_url": _existing_redis(bus)})
+    overrides = {"input": input, "device": device, "session_id": session}
+    try:
+        settings = load_settings(
+            CaptureSettings, **{k: v for k, v in overrides.items() if v is not None}
+        )
+        if fast:
+            settings = settings.model_copy(update={"realtime": False})
+        count = asyncio.run(run_capture(bus, settings))
+    except (ConfigError, CaptureError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"published {count} frames to session {settings.session_id}")
+
+
+@app.command()
+def devices(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """List audio input devices with their ids."""
+    try:
+        found = input_devices()
+    except CaptureError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps(found))
+        return
+    table = Table("id", "name", "channels", "rate", title="Input devices")
+    for device in found:
+        table.add_row(
+            str(device["id"]), device["name"], str(device["channels"]), str(device["sample_rate"])
+        )
+    out.print(table)
 
 
 @app.command()
@@ -112,7 +165,9 @@ def up(
         list[str] | None, typer.Option("--stage", "-s", help="Stages to start (default: all).")
     ] = None,
     skip: Annotated[list[str] | None, typer.Option("--skip", help="Stages to leave out.")] = None,
-    demo: Annotated[bool, typer.Option(help="Publish a short sample session.")] = True,
+    demo: Annotated[
+        bool, typer.Option(help="Also publish a sample chat line and reply tokens.")
+    ] = False,
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
     ] = None,

@@ -14,6 +14,7 @@ from contracts import (
     Control,
     Envelope,
     PolicyToken,
+    SpeechEvent,
     TtsChunk,
 )
 from contracts import topics as t
@@ -39,6 +40,11 @@ async def on_audio(frame: AudioFrame) -> None:
             console.print(f"[cyan]{'audio.frame':<12}[/] {session} {count} frames")
         _frames.clear()
         _last_frame_report = time.monotonic()
+
+
+@stage.consumer(t.ASR_SPEECH)
+async def on_speech(msg: SpeechEvent) -> None:
+    show("asr.speech", msg, f"speech {msg.state} at {msg.at_s:.2f} s")
 
 
 @stage.consumer(t.ASR_PARTIAL)

@@ -1,0 +1,1 @@
+"""The asr stage: voice activity, endpointing and streaming speech recognition."""

