@@ -4,6 +4,7 @@ The Endpointer is pure logic, fed audio and answering with events (Wyoming-style
 dataclasses). The stage decides what to do with them: publish, transcribe.
 """
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -75,8 +76,11 @@ class Endpointer:
         self._chunk_s = vad.chunk_ms / 1000
         self._pending = b""
         self._pending_start_s = 0.0
-        preroll_chunks = max(1, round(settings.preroll_ms / vad.chunk_ms))
-        self._preroll: deque[tuple[float, bytes, bool]] = deque(maxlen=preroll_chunks)
+        # The pre-roll before speech, plus the voiced run that proves it is speech.
+        kept = math.ceil(settings.preroll_ms / vad.chunk_ms) + math.ceil(
+            settings.start_speech_ms / vad.chunk_ms
+        )
+        self._preroll: deque[tuple[float, bytes, bool]] = deque(maxlen=max(1, kept))
         self._utterance: _Utterance | None = None
 
     @property

@@ -156,7 +156,13 @@ class StageRuntime:
         self.settings = settings
         self.replica_id = replica_id or new_replica_id(stage.name)
         self.broker: RedisBroker = make_broker(settings.redis_url, stage.router)
-        self.client: Redis = Redis.from_url(settings.redis_url, health_check_interval=5)
+        # A blocking XREADGROUP must not hit the socket timeout (redis-py's default is 5 s).
+        self.client: Redis = Redis.from_url(
+            settings.redis_url,
+            health_check_interval=5,
+            socket_timeout=settings.block_ms / 1000 + 10,
+            socket_connect_timeout=5,
+        )
         self.processors: dict[str, EntryProcessor] = {}
         self._readers: list[SharedReader | PartitionedReader] = []
         self._task: asyncio.Task[None] | None = None

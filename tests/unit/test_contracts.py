@@ -26,6 +26,7 @@ from contracts import (
     PersonaChange,
     PhonemeTiming,
     PolicyToken,
+    SpeechEvent,
     TtsChunk,
     limits,
     topic_named,
@@ -44,6 +45,7 @@ SAMPLES: dict[str, Envelope] = {
     "audio.frame": AudioFrame(
         **{**BASE, "turn_id": None}, pcm=PCM_640, captured_at=1_715_949_045.5
     ),
+    "asr.speech": SpeechEvent(**BASE, state="start", at_s=1.5),
     "asr.partial": AsrPartial(**BASE, text="hello wor", speech_start_s=1.5),
     "asr.final": AsrFinal(
         **BASE,
