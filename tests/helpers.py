@@ -50,6 +50,8 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     for i, word in enumerate(ref, 1):
         current = [i]
         for j, other in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other))
+            )
         previous = current
     return previous[-1] / max(len(ref), 1)

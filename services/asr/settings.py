@@ -2,7 +2,7 @@
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.bus.settings import MarionetteSettings
@@ -52,5 +52,10 @@ class AsrSettings(MarionetteSettings):
     cpu_threads: int = Field(default=2, ge=1, le=64, description="Threads for the CPU model.")
     beam_size: int = Field(default=1, ge=1, le=10, description="1 is greedy and fastest.")
     language: str | None = Field(
-        default="en", description="Spoken language; none lets a multilingual model detect it."
+        default="en", description="Spoken language; 'auto' lets a multilingual model detect it."
     )
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _auto_language(cls, value: object) -> object:
+        return None if value in ("", "auto") else value

@@ -88,14 +88,17 @@ def test_unknown_stage_lists_the_known_ones() -> None:
 
 
 def test_up_runs_on_embedded_defaults(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if "REDIS_URL" not in k}
+    """No REDIS_URL, no microphone: embedded Redis, the bundled sample, the bundled model."""
+    env = {k: v for k, v in os.environ.items() if "REDIS_URL" not in k and "CAPTURE" not in k}
     result = subprocess.run(
-        [sys.executable, "-m", "services", "up", "--duration", "6"],
-        capture_output=True, text=True, timeout=90, cwd=tmp_path,
+        [sys.executable, "-m", "services", "up", "--duration", "16", "--demo"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env={**env, "COLUMNS": "200"},
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
+    if "playing the bundled sample conversation" in output:
+        assert "What is the capital of France?" in output, "the sample was heard"
     assert "hi marionette!" in output, "the monitor printed the demo chat line"
     assert "final ok: 'Hello there, chat!'" in output
     assert "dead letters" in output, "the malformed demo entry was dead-lettered"

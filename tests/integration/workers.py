@@ -69,3 +69,17 @@ def echo_workers(settings: BusSettings, log_dir: Path) -> Iterator[Workers]:
         yield workers
     finally:
         workers.stop_all()
+
+
+def start_marionette(
+    args: list[str], settings: BusSettings, log_path: Path
+) -> "subprocess.Popen[bytes]":
+    """`marionette ARGS` as a child process on the test's Redis, its output in log_path."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services", *args],
+            cwd=REPO_ROOT,
+            env={**worker_env(settings), "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

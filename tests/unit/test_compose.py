@@ -5,12 +5,25 @@ from typing import Any
 
 import yaml
 
-from services.bus.settings import ENV_PREFIX, BusSettings
+from services.asr.settings import AsrSettings
+from services.bus.settings import BusSettings, MarionetteSettings
+from services.capture.settings import CaptureSettings
 from services.cli import app
 from services.registry import STAGES
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml"
-SETTING_NAMES = {f"{ENV_PREFIX}{name.upper()}" for name in BusSettings.model_fields} | {"REDIS_URL"}
+SETTINGS: tuple[type[MarionetteSettings], ...] = (BusSettings, AsrSettings, CaptureSettings)
+SETTING_NAMES = {
+    f"{cls.model_config.get('env_prefix')}{name.upper()}"
+    for cls in SETTINGS
+    for name in cls.model_fields
+} | {"REDIS_URL"}
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (COMPOSE.parents[1] / "README.md").read_text()
+    missing = sorted(name for name in SETTING_NAMES if f"`{name}`" not in readme)
+    assert not missing, f"README lacks settings: {missing}"
 
 
 def services() -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Utterance endpointing, driven by a scripted voice activity detector."""
 
+import itertools
+
 import pytest
 
 from services.asr.endpointer import (
@@ -67,7 +69,8 @@ def test_an_utterance_starts_ends_and_is_final_once_the_silence_is_long_enough()
 def test_the_speculative_final_has_the_same_audio_as_the_endpoint() -> None:
     events = [e for _, e in feed(Endpointer(settings(), ScriptedVad()), "x" * 30 + "." * 25)]
     speculative, final = [e for e in events if isinstance(e, FinalReady)]
-    assert not speculative.endpoint and final.endpoint
+    assert not speculative.endpoint
+    assert final.endpoint
     assert speculative.audio == final.audio
     # voiced audio plus 100 ms of tail, no trailing silence beyond that
     assert len(final.audio) == (30 + 3) * CHUNK_BYTES
@@ -108,7 +111,7 @@ def test_partials_come_at_the_configured_interval_of_new_speech() -> None:
     )
     partials = [e for _, e in events if isinstance(e, PartialDue)]
     assert len(partials) == 5  # 3 s of speech, one every 0.6 s
-    assert all(len(a.audio) < len(b.audio) for a, b in zip(partials, partials[1:], strict=False))
+    assert all(len(a.audio) < len(b.audio) for a, b in itertools.pairwise(partials))
 
 
 def test_a_long_utterance_is_cut_at_the_maximum() -> None:
