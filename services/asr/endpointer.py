@@ -53,7 +53,12 @@ class SpeechEnded:
     speech_end_s: float
 
 
-Event = SpeechStarted | PartialDue | FinalReady | SpeechEnded
+@dataclass(frozen=True)
+class SpeculationCancelled:
+    """Speech resumed after a speculative FinalReady: that transcript is no longer wanted."""
+
+
+Event = SpeechStarted | PartialDue | FinalReady | SpeechEnded | SpeculationCancelled
 
 
 @dataclass
@@ -135,7 +140,9 @@ class Endpointer:
             u.since_partial_s += self._chunk_s
             u.last_voiced_chunks = len(u.chunks)
             u.silence_s = 0.0
-            u.speculated = False
+            if u.speculated:
+                u.speculated = False
+                events.append(SpeculationCancelled())
         else:
             u.silence_s += self._chunk_s
         if u.since_partial_s * 1000 >= self.settings.partial_interval_ms:

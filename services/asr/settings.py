@@ -18,7 +18,7 @@ class AsrSettings(MarionetteSettings):
     vad_aggressiveness: int = Field(
         default=2, ge=0, le=3, description="webrtcvad: 0 lets most through, 3 is strictest."
     )
-    vad_frame_ms: Literal[10, 20, 30] = Field(default=30, description="webrtcvad frame length.")
+    vad_frame_ms: Literal[10, 20, 30] = Field(default=20, description="webrtcvad frame length.")
     silero_threshold: float = Field(
         default=0.5, gt=0, lt=1, description="Silero: speech probability that counts as speech."
     )

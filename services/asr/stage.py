@@ -2,12 +2,16 @@
 
 Per session, an Endpointer finds utterances. The final transcript starts as soon as the
 trailing silence begins (speculatively), so by the time the endpoint is certain it is
-usually done; only new speech in between makes it start over.
+usually done; new speech in between cancels it. The recognizer does one job at a time,
+and a job that is no longer wanted when its turn comes (a partial once the final has
+started, a speculation the speaker talked over) is skipped, so the final never waits
+behind stale work.
 """
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from contracts import AsrFinal, AsrPartial, AudioFrame, SpeechEvent
 from contracts.topics import ASR_FINAL, ASR_PARTIAL, ASR_SPEECH, AUDIO_FRAME
@@ -15,13 +19,14 @@ from services.asr.endpointer import (
     Endpointer,
     FinalReady,
     PartialDue,
+    SpeculationCancelled,
     SpeechEnded,
     SpeechStarted,
 )
 from services.asr.recognizer import FasterWhisperRecognizer, SpeechRecognizer, Transcript
 from services.asr.settings import AsrSettings
 from services.asr.vad import make_vad
-from services.bus import Stage
+from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.settings import load_settings
 
 log = logging.getLogger("marionette.asr")
@@ -35,18 +40,22 @@ finals = stage.publisher(ASR_FINAL)
 @dataclass
 class Speculation:
     audio: bytes
-    task: "asyncio.Task[Transcript]"
+    task: "asyncio.Task[Transcript | None]"
 
 
 @dataclass
 class SessionListener:
     endpointer: Endpointer
     turn_id: str = ""
+    speech_start_s: float = 0.0
     partial_seq: int = 0
     final_started: bool = False
-    partial_task: "asyncio.Task[None] | None" = None
     speculation: Speculation | None = None
-    tasks: set["asyncio.Task[object]"] = field(default_factory=set)
+
+
+def _log_failure(task: "asyncio.Task[object]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background transcription failed: %r", task.exception())
 
 
 class AsrService:
@@ -54,6 +63,7 @@ class AsrService:
         self.settings = settings
         self.recognizer = recognizer
         self.listeners: dict[str, SessionListener] = {}
+        self._recognizer_turn = asyncio.Lock()  # FIFO: jobs run in the order asked
 
     def _listener(self, session_id: str) -> SessionListener:
         if session_id not in self.listeners:
@@ -61,8 +71,16 @@ class AsrService:
             self.listeners[session_id] = SessionListener(endpointer)
         return self.listeners[session_id]
 
-    async def _transcribe(self, pcm: bytes) -> Transcript:
-        return await asyncio.to_thread(self.recognizer.transcribe, pcm)
+    async def _transcribe(
+        self, pcm: bytes, wanted: Callable[[], bool] = lambda: True
+    ) -> Transcript | None:
+        async with self._recognizer_turn:
+            if not wanted():
+                return None
+            return await asyncio.to_thread(self.recognizer.transcribe, pcm)
+
+    def _background(self, job: "asyncio.Future[object] | asyncio.Task[object]") -> None:
+        job.add_done_callback(_log_failure)  # type: ignore[arg-type]
 
     async def handle(self, frame: AudioFrame) -> None:
         listener = self._listener(frame.session_id)
@@ -72,6 +90,8 @@ class AsrService:
                 await self._on_start(frame.session_id, listener, event)
             elif isinstance(event, PartialDue):
                 self._start_partial(frame.session_id, listener, event.audio)
+            elif isinstance(event, SpeculationCancelled):
+                listener.speculation = None
             elif isinstance(event, SpeechEnded):
                 await speech_events.publish(
                     SpeechEvent(
@@ -82,14 +102,14 @@ class AsrService:
             elif event.endpoint:
                 await self._finish(frame.session_id, listener, event)
             else:
-                task = asyncio.create_task(self._transcribe(event.audio))
-                listener.speculation = Speculation(event.audio, task)
+                self._speculate(listener, event.audio)
 
     async def _on_start(
         self, session: str, listener: SessionListener, event: SpeechStarted
     ) -> None:
         # Derived from the audio timeline, so a replay of the same audio gets the same turn.
         listener.turn_id = f"u{round(event.utterance_start_s * 1000)}"
+        listener.speech_start_s = event.speech_start_s
         listener.partial_seq = 0
         listener.final_started = False
         listener.speculation = None
@@ -100,32 +120,48 @@ class AsrService:
             )
         )  # fmt: skip
 
+    def _speculate(self, listener: SessionListener, audio: bytes) -> None:
+        def wanted() -> bool:
+            return listener.speculation is speculation
+
+        task = asyncio.create_task(self._transcribe(audio, wanted))
+        speculation = Speculation(audio, task)
+        listener.speculation = speculation
+        self._background(task)
+
     def _start_partial(self, session: str, listener: SessionListener, audio: bytes) -> None:
-        if listener.partial_task is not None and not listener.partial_task.done():
-            return  # still busy with the previous one; a stale partial is no use
+        if self._recognizer_turn.locked():
+            return  # busy: by the time it ran, this partial would be stale
         turn_id = listener.turn_id
 
+        def wanted() -> bool:
+            return not listener.final_started and listener.turn_id == turn_id
+
         async def run() -> None:
-            transcript = await self._transcribe(audio)
-            if not transcript.text or listener.final_started or listener.turn_id != turn_id:
+            transcript = await self._transcribe(audio, wanted)
+            if transcript is None or not transcript.text or not wanted():
                 return
             await partials.publish(
                 AsrPartial(
                     session_id=session, turn_id=turn_id, seq=listener.partial_seq,
-                    text=transcript.text, speech_start_s=0.0,
+                    text=transcript.text[:4000], speech_start_s=listener.speech_start_s,
                 )
             )  # fmt: skip
             listener.partial_seq += 1
 
-        listener.partial_task = asyncio.create_task(run())
+        self._background(asyncio.create_task(run()))
 
     async def _finish(self, session: str, listener: SessionListener, event: FinalReady) -> None:
         listener.final_started = True
         speculation, listener.speculation = listener.speculation, None
+        transcript = None
         if speculation is not None and speculation.audio == event.audio:
+            listener.speculation = speculation  # still wanted, if it has not started yet
             transcript = await speculation.task
-        else:
+            listener.speculation = None
+        if transcript is None:
             transcript = await self._transcribe(event.audio)
+        assert transcript is not None
         if not transcript.text:
             log.info("%s/%s: no words in that utterance", session, listener.turn_id)
             return
@@ -140,17 +176,26 @@ class AsrService:
 
 
 _service: AsrService | None = None
+_loading = asyncio.Lock()
 
 
-def service() -> AsrService:
-    """Built on first use, so that importing the stage (for AsyncAPI) loads no model."""
+async def service() -> AsrService:
+    """Built on first use (the model loads in a thread), so that importing loads nothing."""
     global _service
-    if _service is None:
-        settings = load_settings(AsrSettings)
-        _service = AsrService(settings, FasterWhisperRecognizer(settings))
+    async with _loading:
+        if _service is None:
+            settings = load_settings(AsrSettings)
+            recognizer = await asyncio.to_thread(FasterWhisperRecognizer, settings)
+            _service = AsrService(settings, recognizer)
     return _service
 
 
 @stage.consumer(AUDIO_FRAME)
 async def on_frame(frame: AudioFrame) -> None:
-    await service().handle(frame)
+    await (await service()).handle(frame)
+
+
+async def main(bus: BusSettings, stop: asyncio.Event) -> None:
+    """`marionette run asr`: load the model first, then consume."""
+    await service()
+    await StageRuntime(stage, bus).run(stop)
