@@ -218,3 +218,27 @@ def test_capture_without_a_microphone_names_the_fix() -> None:
         pytest.skip("this machine has an audio backend")
     assert "--input FILE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("vad", ["webrtc", "silero"])
+def test_each_vad_finds_the_two_questions(speak: Speak, vad: str) -> None:
+    from services.asr.endpointer import Endpointer, FinalReady
+    from services.asr.settings import AsrSettings
+    from services.asr.vad import make_vad
+
+    settings = AsrSettings(vad=vad)  # type: ignore[arg-type]
+    first, second = speak(QUESTIONS[0]), speak(QUESTIONS[1])
+    audio = np.concatenate([silence(0.5), first, silence(1.5), second, silence(1.5)])
+    endpointer = Endpointer(settings, make_vad(settings))
+    finals = []
+    for frame in frames_of("s", audio):
+        finals += [
+            e
+            for e in endpointer.push(frame.pcm, frame.seq * 0.02)
+            if isinstance(e, FinalReady) and e.endpoint
+        ]
+    assert len(finals) == 2
+    second_start = 0.5 + len(first) / RATE + 1.5
+    assert abs(finals[0].speech_start_s - 0.5) < 0.3
+    assert abs(finals[1].speech_start_s - second_start) < 0.3
+    assert abs(finals[1].speech_end_s - (second_start + len(second) / RATE)) < 0.3
