@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from contracts.chat import ChatMessage
 from contracts.envelope import Envelope
 from contracts.topics import Topic
 from services.bus.partitions import streams_of
@@ -55,3 +56,11 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
             )
         previous = current
     return previous[-1] / max(len(ref), 1)
+
+
+def viewer_chat(session: str, seq: int) -> ChatMessage:
+    """Chat line number `seq` of a viewer whose session is `session`."""
+    return ChatMessage(
+        session_id=session, turn_id="t1", seq=seq,
+        platform="twitch", author=session, text=f"message {seq}",
+    )  # fmt: skip

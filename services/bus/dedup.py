@@ -30,12 +30,14 @@ class Deduplicator(Protocol):
         """Queue the 'handled' mark in the pipeline that also acknowledges the entry."""
 
 
-class HighWaterMarks:
+class _RedisDeduplicator:
     def __init__(self, client: Redis, group: str, topic_name: str, ttl_s: int) -> None:
         self._client = client
         self._prefix = f"{KEY_PREFIX}:{group}:{topic_name}"
         self._ttl_s = ttl_s
 
+
+class HighWaterMarks(_RedisDeduplicator):
     def _key(self, envelope: Envelope) -> str:
         return f"{self._prefix}:{envelope.session_id}"
 
@@ -49,12 +51,7 @@ class HighWaterMarks:
         )
 
 
-class HandledIds:
-    def __init__(self, client: Redis, group: str, topic_name: str, ttl_s: int) -> None:
-        self._client = client
-        self._prefix = f"{KEY_PREFIX}:{group}:{topic_name}"
-        self._ttl_s = ttl_s
-
+class HandledIds(_RedisDeduplicator):
     def _key(self, envelope: Envelope) -> str:
         return f"{self._prefix}:{envelope.dedup_key}"
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from contracts import ChatMessage, Control, Interrupt, PolicyToken
+from contracts import Control, Interrupt, PolicyToken
 from contracts.topics import CHAT_MESSAGE, CONTROL, POLICY_TOKEN
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.partitions import partition_of
-from tests.helpers import read_topic, wait_until
+from tests.helpers import read_topic, viewer_chat, wait_until
 from tests.integration.echo_worker import STARTED_LIST
 from tests.integration.workers import echo_workers
 
@@ -124,12 +124,7 @@ async def test_ordered_replicas_keep_session_order_through_a_takeover(
                 if seq == per_session // 3:
                     workers.kill("replica-a")
                 for session in sessions:
-                    await chats.publish(
-                        ChatMessage(
-                            session_id=session, turn_id="t1", seq=seq,
-                            platform="twitch", author=session, text=f"message {seq}",
-                        )
-                    )  # fmt: skip
+                    await chats.publish(viewer_chat(session, seq))
                 await asyncio.sleep(0.01)
 
         async def all_answered() -> bool:

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from contracts import ChatMessage
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import Stage, StageRuntime, load_bus_settings
 from services.bus.redis_server import EmbeddedRedis
-from tests.helpers import read_topic, wait_until
+from tests.helpers import read_topic, viewer_chat, wait_until
 from tests.integration.workers import echo_workers
 
 pytestmark = pytest.mark.integration
@@ -47,12 +46,7 @@ async def test_consumers_recover_from_a_redis_restart_without_losing_messages(
                 if seq == restart_at:
                     restart = asyncio.create_task(outage())
                 for session in sessions:
-                    await chats.publish(
-                        ChatMessage(
-                            session_id=session, turn_id="t1", seq=seq,
-                            platform="twitch", author=session, text=f"message {seq}",
-                        )
-                    )  # fmt: skip
+                    await chats.publish(viewer_chat(session, seq))
                     published.add((session, seq))
                 await asyncio.sleep(0.01)
 
