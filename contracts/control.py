@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from contracts.envelope import Envelope, Identifier
 
@@ -22,8 +22,19 @@ class Interrupt(_Command):
 
 
 class PersonaChange(_Command):
+    """Switch to another persona file, and/or change some of its fields, in one step."""
+
     kind: Literal["persona"] = "persona"
-    persona: Name
+    persona: Name | None = Field(default=None, description="Persona file to switch to.")
+    edits: dict[Name, str | float | bool | list[Name]] = Field(
+        default_factory=dict, max_length=16, description="Persona fields to change."
+    )
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "PersonaChange":
+        if self.persona is None and not self.edits:
+            raise ValueError("a persona change names a persona, edits, or both")
+        return self
 
 
 class ModuleToggle(_Command):

@@ -26,7 +26,13 @@ from services.bus.redis_server import EmbeddedRedis, RedisServerError
 from services.bus.settings import BusSettings, load_settings
 from services.capture.settings import CaptureSettings
 from services.capture.sources import CaptureError, input_devices
+from services.policy.backends import BackendUnavailable
+from services.policy.gguf import ModelMissing
+from services.policy.moderation import RulesError
+from services.policy.persona import PersonaError
 from services.registry import STAGES, StageMain, load_stage, stage_main
+
+POLICY_ERRORS = (BackendUnavailable, ModelMissing, RulesError, PersonaError)
 
 app = typer.Typer(help="Marionette: a live AI character on Redis Streams.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
@@ -96,7 +102,7 @@ def run(
         settings = settings.model_copy(update={"redis_url": server.url})
     try:
         asyncio.run(_run_until_signal(main, settings))
-    except (ConfigError, CaptureError, ModelError) as exc:
+    except (ConfigError, CaptureError, ModelError, *POLICY_ERRORS) as exc:
         raise _fail(str(exc)) from None
     finally:
         if server is not None:

@@ -14,6 +14,7 @@ from services.bus import BusSettings, Stage, StageRuntime
 STAGES: dict[str, str] = {
     "capture": "services.capture.stage",
     "asr": "services.asr.stage",
+    "policy": "services.policy.stage",
     "monitor": "services.monitor.stage",
 }
 

@@ -1,0 +1,1 @@
+"""The policy stage: streaming LLM replies with persona, memory, expressions and moderation."""

@@ -1,0 +1,206 @@
+"""LLM backends behind one small interface: stream a chat reply, token by token.
+
+- llamacpp: llama-cpp-python in this process, with a GGUF from a package (offline default);
+- openai:   any OpenAI-compatible server (llama.cpp server, vLLM, LM Studio);
+- ollama:   an Ollama server, through the ollama client.
+"""
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.policy.gguf import resolve_gguf
+from services.policy.settings import PolicySettings
+
+Messages = list[dict[str, str]]
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend does not answer; the message names the setting to fix."""
+
+
+class BackendFailed(RuntimeError):
+    """One generation failed (worth a retry)."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    temperature: float
+    max_tokens: int
+    seed: int
+
+
+class ChatBackend(Protocol):
+    name: str
+
+    async def check(self) -> None:
+        """Raise BackendUnavailable unless the backend answers."""
+        ...
+
+    def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]: ...
+
+
+async def complete(backend: ChatBackend, messages: Messages, options: Generation) -> str:
+    return "".join([piece async for piece in backend.stream(messages, options)])
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self, settings: PolicySettings) -> None:
+        self.settings = settings
+        self._llm: Any = None
+        self._lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
+
+    async def check(self) -> None:
+        if self._llm is None:
+            await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise BackendUnavailable(
+                "MARIONETTE_POLICY_BACKEND=llamacpp needs llama-cpp-python: "
+                "pip install 'llama-cpp-python==0.3.36' (or pick another backend)"
+            ) from None
+        path = resolve_gguf(self.settings.model)
+        self._llm = Llama(
+            model_path=str(path),
+            n_ctx=self.settings.context_size,
+            n_threads=self.settings.threads,
+            verbose=False,
+        )
+
+    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+        await self.check()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def generate() -> None:
+            try:
+                with self._lock:
+                    chunks = self._llm.create_chat_completion(
+                        messages=messages,
+                        temperature=options.temperature,
+                        max_tokens=options.max_tokens,
+                        seed=options.seed,
+                        stream=True,
+                    )
+                    for chunk in chunks:
+                        if stop.is_set():
+                            break
+                        text = chunk["choices"][0]["delta"].get("content")
+                        if text:
+                            loop.call_soon_threadsafe(queue.put_nowait, text)
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except Exception as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, BackendFailed(str(exc)))
+
+        worker = loop.run_in_executor(None, generate)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()  # a caller that stops reading stops the generation too
+            await asyncio.gather(worker, return_exceptions=True)
+
+
+class OpenAICompatibleBackend:
+    name = "openai"
+
+    def __init__(self, settings: PolicySettings) -> None:
+        from openai import AsyncOpenAI
+
+        self.settings = settings
+        self._client = AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key or "not-needed",
+            timeout=settings.request_timeout_s,
+            max_retries=0,  # retries are the stage's, with its own backoff
+        )
+
+    async def check(self) -> None:
+        try:
+            await self._client.models.list()
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"no OpenAI-compatible server answers at MARIONETTE_POLICY_BASE_URL="
+                f"{self.settings.base_url} ({type(exc).__name__}: {exc}); start it, or fix "
+                "the setting (it usually ends in /v1)"
+            ) from None
+
+    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.settings.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=options.temperature,
+                max_tokens=options.max_tokens,
+                seed=options.seed,
+                stream=True,
+            )
+            async for chunk in response:  # type: ignore[union-attr]
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except Exception as exc:
+            raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+class OllamaBackend:
+    name = "ollama"
+
+    def __init__(self, settings: PolicySettings) -> None:
+        from ollama import AsyncClient
+
+        self.settings = settings
+        self._client = AsyncClient(host=settings.base_url, timeout=settings.request_timeout_s)
+
+    async def check(self) -> None:
+        from ollama import ResponseError
+
+        try:
+            await self._client.show(self.settings.model)
+        except ResponseError as exc:
+            raise BackendUnavailable(
+                f"Ollama at {self.settings.base_url} has no model "
+                f"MARIONETTE_POLICY_MODEL={self.settings.model!r} ({exc.error}): "
+                f"run `ollama pull {self.settings.model}` or fix the setting"
+            ) from None
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"no Ollama answers at MARIONETTE_POLICY_BASE_URL={self.settings.base_url} "
+                f"({type(exc).__name__}: {exc}); start it (`ollama serve`) or fix the setting"
+            ) from None
+
+    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+        try:
+            parts = await self._client.chat(
+                model=self.settings.model,
+                messages=messages,
+                stream=True,
+                options={
+                    "temperature": options.temperature,
+                    "num_predict": options.max_tokens,
+                    "num_ctx": self.settings.context_size,
+                    "seed": options.seed,
+                },
+            )
+            async for part in parts:
+                if part.message.content:
+                    yield part.message.content
+        except Exception as exc:
+            raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def make_backend(settings: PolicySettings) -> ChatBackend:
+    if settings.backend == "openai":
+        return OpenAICompatibleBackend(settings)
+    if settings.backend == "ollama":
+        return OllamaBackend(settings)
+    return LlamaCppBackend(settings)

@@ -1,0 +1,57 @@
+"""policy settings: MARIONETTE_POLICY_* (or [policy] in marionette.toml)."""
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.bus.settings import MarionetteSettings
+from services.policy.moderation import BUNDLED_RULES
+from services.policy.persona import BUNDLED_PERSONAS
+
+
+class PolicySettings(MarionetteSettings):
+    model_config = SettingsConfigDict(env_prefix="MARIONETTE_POLICY_")
+    toml_table: ClassVar[str | None] = "policy"
+
+    backend: Literal["llamacpp", "openai", "ollama"] = Field(
+        default="llamacpp",
+        description="llamacpp (embedded, offline), openai (any OpenAI-compatible server), ollama.",
+    )
+    model: str = Field(
+        default="qwen2.5-0.5b",
+        description="llamacpp: a bundled model or a .gguf path; openai/ollama: the model name.",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:11434",
+        description="Server address for openai (e.g. http://127.0.0.1:8080/v1) and ollama.",
+    )
+    api_key: str = Field(default="", description="API key for an OpenAI-compatible server.")
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(default=120, ge=1, le=4096, description="Longest reply, in tokens.")
+    context_size: int = Field(default=2048, ge=256, le=131_072, description="Context window.")
+    threads: int = Field(default=2, ge=1, le=128, description="CPU threads (llamacpp).")
+    seed: int | None = Field(
+        default=None,
+        description="Fixed sampling seed; unset: from the turn id, so a redelivery repeats.",
+    )
+    retries: int = Field(default=3, ge=0, le=10, description="Retries of a failing backend call.")
+    retry_backoff_ms: int = Field(default=500, ge=0, description="First retry delay, doubling.")
+    request_timeout_s: float = Field(default=60, gt=0, description="One backend call's limit.")
+    persona_file: Path = Field(
+        default=BUNDLED_PERSONAS / "marionette.toml", description="The persona at start."
+    )
+    personas_dir: Path = Field(
+        default=BUNDLED_PERSONAS, description="Where control messages find personas by name."
+    )
+    rules_dir: Path = Field(default=BUNDLED_RULES, description="Moderation rule files.")
+    memory_messages: int = Field(
+        default=12, ge=2, le=200, description="Recent messages kept word for word."
+    )
+    summary_every: int = Field(
+        default=8, ge=2, le=200, description="Fold older messages into the summary this often."
+    )
+    memory_window_s: int = Field(
+        default=6 * 3600, ge=60, description="Memory older than this is not restored."
+    )

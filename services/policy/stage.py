@@ -1,0 +1,242 @@
+"""policy: asr.final and chat.message in; policy.token out, streamed per turn.
+
+A turn: moderate the input, build the prompt (persona, memory summary, recent messages),
+stream the LLM's reply token by token with the emotion tags pulled out and unsafe words
+replaced, end with a final token that carries the whole reply and its status, then
+remember what the character said.
+"""
+
+import asyncio
+import logging
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from contracts import AsrFinal, ChatMessage, Control, PersonaChange, PolicyToken
+from contracts.limits import MAX_REPLY_CHARS, MAX_TOKEN_CHARS
+from contracts.policy import ReplyStatus
+from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, POLICY_TOKEN
+from services.bus import BusSettings, Stage, StageRuntime
+from services.bus.settings import load_settings
+from services.policy.backends import (
+    BackendFailed,
+    ChatBackend,
+    Generation,
+    Messages,
+    complete,
+    make_backend,
+)
+from services.policy.expressions import ExpressionFilter
+from services.policy.memory import Memory, MemoryStore
+from services.policy.moderation import Moderator, StreamSanitizer
+from services.policy.persona import Persona, PersonaError, PersonaStore
+from services.policy.settings import PolicySettings
+
+log = logging.getLogger("marionette.policy")
+
+stage = Stage("policy")
+tokens_out = stage.publisher(POLICY_TOKEN)
+
+SUMMARY_PROMPT = (
+    "Summarize this conversation between a streamer and chat in at most three short "
+    "sentences. Keep every name and fact the viewers told."
+)
+
+
+@dataclass(frozen=True)
+class Turn:
+    session_id: str
+    turn_id: str
+    text: str
+    author: str | None = None  # None: the streamer's own voice
+
+    def as_user_message(self) -> str:
+        return self.text if self.author is None else f"{self.author} says: {self.text}"
+
+
+class ReplyStream:
+    """Publishes a reply's tokens in order; the final token closes the turn."""
+
+    def __init__(self, turn: Turn, persona: Persona, moderator: Moderator) -> None:
+        self.turn = turn
+        self.tags = ExpressionFilter(persona.expressions)
+        self.sanitizer = StreamSanitizer(moderator, persona.family_friendly)
+        self.index = 0
+        self.spoken = ""
+        self._pending_tags: list[str] = []
+
+    async def add(self, token: str) -> None:
+        piece = self.tags.feed(token)
+        await self._publish(self.sanitizer.feed(piece.text), piece.tags)
+
+    async def _publish(self, text: str, tags: list[str]) -> None:
+        self._pending_tags += tags
+        if not text:
+            return
+        if not self.spoken:
+            text = text.lstrip()
+            if not text:
+                return
+        for start in range(0, len(text), MAX_TOKEN_CHARS):
+            chunk = text[start : start + MAX_TOKEN_CHARS]
+            await tokens_out.publish(
+                PolicyToken(
+                    session_id=self.turn.session_id, turn_id=self.turn.turn_id,
+                    seq=self.index, index=self.index, text=chunk,
+                    expressions=self._pending_tags[:16],
+                )
+            )  # fmt: skip
+            self._pending_tags = []
+            self.index += 1
+            self.spoken += chunk
+
+    async def finish(self, status: ReplyStatus) -> str:
+        piece = self.tags.flush()
+        await self._publish(self.sanitizer.feed(piece.text) + self.sanitizer.flush(), piece.tags)
+        reply = self.spoken.strip()[:MAX_REPLY_CHARS]
+        await tokens_out.publish(
+            PolicyToken(
+                session_id=self.turn.session_id, turn_id=self.turn.turn_id,
+                seq=self.index, index=self.index, text="", final=True,
+                reply_text=reply, status=status, expressions=self.tags.tags[:16],
+            )
+        )  # fmt: skip
+        return reply
+
+
+class PolicyService:
+    def __init__(self, settings: PolicySettings, backend: ChatBackend, client: Redis) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.personas = PersonaStore(client, settings.persona_file, settings.personas_dir)
+        self.memories = MemoryStore(client, settings.memory_window_s)
+        self.moderator = Moderator(settings.rules_dir)
+        self._session_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def generation(self, turn: Turn) -> Generation:
+        seed = self.settings.seed
+        if seed is None:
+            seed = zlib.crc32(f"{turn.session_id}:{turn.turn_id}".encode()) & 0x7FFFFFFF
+        return Generation(self.settings.temperature, self.settings.max_tokens, seed)
+
+    def prompt(self, persona: Persona, memory: Memory, turn: Turn) -> Messages:
+        system = persona.system_prompt()
+        messages: Messages = [{"role": "system", "content": system}, *persona.few_shot()]
+        if memory.summary:
+            messages.append(
+                {"role": "system", "content": f"Earlier in this stream: {memory.summary}"}
+            )
+        messages += memory.as_prompt()
+        messages.append({"role": "user", "content": turn.as_user_message()})
+        return messages
+
+    async def answer(self, turn: Turn) -> str:
+        # Turns of one session, from speech and chat alike, are answered one after another.
+        async with self._session_locks[turn.session_id]:
+            persona = await self.personas.current()  # the turn keeps this persona
+            memory = await self.memories.load(turn.session_id)
+            reply = ReplyStream(turn, persona, self.moderator)
+            verdict = self.moderator.check_input(turn.text, persona.family_friendly)
+            if not verdict.allowed:
+                log.warning("%s/%s: %s", turn.session_id, turn.turn_id, verdict.reason)
+                await reply.add(persona.safe_reply)
+                said = await reply.finish("blocked")
+            else:
+                status = await self._generate(reply, self.prompt(persona, memory, turn), turn)
+                said = await reply.finish(status)
+            memory.add("user", turn.as_user_message())
+            memory.add("assistant", said)
+            await self._fold(memory)
+            await self.memories.save(turn.session_id, memory)
+            return said
+
+    async def _generate(self, reply: ReplyStream, messages: Messages, turn: Turn) -> ReplyStatus:
+        options = self.generation(turn)
+        for attempt in range(self.settings.retries + 1):
+            try:
+                async for token in self.backend.stream(messages, options):
+                    await reply.add(token)
+                return "ok"
+            except BackendFailed as exc:
+                if reply.index > 0 or attempt == self.settings.retries:
+                    # Tokens already went out (or no tries left): end the turn as failed.
+                    log.error("%s/%s: backend failed: %s", turn.session_id, turn.turn_id, exc)
+                    return "error"
+                delay_s = self.settings.retry_backoff_ms / 1000 * 2**attempt
+                log.warning("backend failed (%s); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+        return "error"
+
+    async def _fold(self, memory: Memory) -> None:
+        """Every N messages, fold all but the most recent into the running summary."""
+        keep = self.settings.memory_messages // 2
+        if memory.since_summary < self.settings.summary_every or len(memory.messages) <= keep:
+            return
+        older, memory.messages = memory.messages[:-keep], memory.messages[-keep:]
+        transcript = "\n".join(f"{m.role}: {m.content}" for m in older)
+        request: Messages = [
+            {"role": "system", "content": SUMMARY_PROMPT},
+            {"role": "user", "content": f"Summary so far: {memory.summary}\n\n{transcript}"},
+        ]
+        options = Generation(0.0, 120, 0)
+        try:
+            memory.summary = (await complete(self.backend, request, options)).strip()[:2000]
+        except BackendFailed as exc:
+            log.warning("could not summarize memory (%s); keeping the old summary", exc)
+        memory.since_summary = 0
+
+    async def control(self, message: Control) -> None:
+        if isinstance(message.command, PersonaChange):
+            try:
+                persona = await self.personas.apply(message.command)
+            except PersonaError as exc:
+                log.error("persona change refused: %s", exc)
+                return
+            log.info("persona is now %s (%s)", persona.name, persona.style)
+
+
+_service: PolicyService | None = None
+_loading = asyncio.Lock()
+
+
+async def start_service(
+    bus: BusSettings, settings: PolicySettings | None = None
+) -> PolicyService:
+    """Check the backend answers and make the service the handlers use."""
+    global _service
+    async with _loading:
+        settings = settings or load_settings(PolicySettings)
+        backend = make_backend(settings)
+        await backend.check()
+        _service = PolicyService(settings, backend, Redis.from_url(bus.redis_url or ""))
+    return _service
+
+
+async def service() -> PolicyService:
+    if _service is None:
+        return await start_service(load_settings(BusSettings))
+    return _service
+
+
+@stage.consumer(ASR_FINAL)
+async def on_speech(final: AsrFinal) -> None:
+    await (await service()).answer(Turn(final.session_id, final.turn_id or "t", final.text))
+
+
+@stage.consumer(CHAT_MESSAGE)
+async def on_chat(chat: ChatMessage) -> None:
+    turn = Turn(chat.session_id, chat.turn_id or f"c{chat.seq}", chat.text, chat.author)
+    await (await service()).answer(turn)
+
+
+@stage.consumer(CONTROL)
+async def on_control(message: Control) -> None:
+    await (await service()).control(message)
+
+
+async def main(bus: BusSettings, stop: asyncio.Event) -> None:
+    """`marionette run policy`: check the backend answers, then consume."""
+    await start_service(bus)
+    await StageRuntime(stage, bus).run(stop)
