@@ -201,9 +201,7 @@ _service: PolicyService | None = None
 _loading = asyncio.Lock()
 
 
-async def start_service(
-    bus: BusSettings, settings: PolicySettings | None = None
-) -> PolicyService:
+async def start_service(bus: BusSettings, settings: PolicySettings | None = None) -> PolicyService:
     """Check the backend answers and make the service the handlers use."""
     global _service
     async with _loading:

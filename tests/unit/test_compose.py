@@ -8,8 +8,8 @@ import yaml
 from services.asr.settings import AsrSettings
 from services.bus.settings import BusSettings, MarionetteSettings
 from services.capture.settings import CaptureSettings
-from services.policy.settings import PolicySettings
 from services.cli import app
+from services.policy.settings import PolicySettings
 from services.registry import STAGES
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml"
