@@ -22,6 +22,7 @@ Prints figures; asserts nothing.
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,22 +55,17 @@ from services.policy.stage import Turn
 CONTEXT = 2048
 TEMPERATURE = 0.7
 SERVER_ALIAS = "qwen"
-COLUMNS = ("backend", "cache", "runs", "TTFT p50", "TTFT p95", "tok/s p50", "tok/s p95", "pieces")
+COLUMNS = ("backend", "cache", "runs", "TTFT p50", "TTFT p95", "tok/s p50", "tok/s p95",
+           "mean pieces")  # fmt: skip
 WARMUP = "Hello Mari, can you hear me?"
 QUESTIONS = [
-    "What game are you playing today?",
-    "Do you have a favorite song right now?",
-    "How long have you been streaming?",
-    "Can you say hi to my little brother?",
-    "What do you eat after a long stream?",
-    "Are you playing the new level tonight?",
-    "Do you have any pets at home?",
-    "Which character do you like most?",
-    "What was the hardest boss you ever beat?",
-    "Do you like rainy days or sunny days?",
-    "What should I name my new cat?",
-    "Can you recommend a cozy game for me?",
-]
+    "What game are you playing today?", "Do you have a favorite song right now?",
+    "How long have you been streaming?", "Can you say hi to my little brother?",
+    "What do you eat after a long stream?", "Are you playing the new level tonight?",
+    "Do you have any pets at home?", "Which character do you like most?",
+    "What was the hardest boss you ever beat?", "Do you like rainy days or sunny days?",
+    "What should I name my new cat?", "Can you recommend a cozy game for me?",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -128,11 +124,8 @@ async def bench(backend: ChatBackend, persona: Persona, runs: int, max_tokens: i
 
 
 async def bench_llamacpp(args: argparse.Namespace, persona: Persona) -> list[Cell]:
-    backend = LlamaCppBackend(
-        PolicySettings(
-            backend="llamacpp", model=QWEN_05B.name, threads=args.threads, context_size=CONTEXT
-        )
-    )
+    settings = PolicySettings(model=QWEN_05B.name, threads=args.threads, context_size=CONTEXT)
+    backend = LlamaCppBackend(settings)
     start = time.perf_counter()
     await backend.check()
     print(f"llamacpp: model loaded in {time.perf_counter() - start:.1f} s")
@@ -196,14 +189,8 @@ async def bench_ollama(args: argparse.Namespace, persona: Persona) -> list[Cell]
     if not args.ollama_url:
         print("ollama: skipped, no Ollama server can run here (set OLLAMA_HOST or --ollama-url)")
         return []
-    backend = OllamaBackend(
-        PolicySettings(
-            backend="ollama",
-            base_url=args.ollama_url,
-            model=args.ollama_model,
-            context_size=CONTEXT,
-        )
-    )
+    url, model = args.ollama_url, args.ollama_model
+    backend = OllamaBackend(PolicySettings(backend="ollama", base_url=url, model=model))
     try:
         await backend.check()
     except BackendUnavailable as exc:
@@ -232,7 +219,9 @@ def report(cells: list[Cell], args: argparse.Namespace, model: Path) -> None:
     console.print(
         f"model {model.name}, {args.threads} threads, n_ctx {CONTEXT}, "
         f"max_tokens {args.max_tokens}, temperature {TEMPERATURE}, "
-        f"{os.cpu_count()} CPUs; tok/s p95 is the 95th percentile (the faster end)"
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+        "TTFT: call to first piece; tok/s: pieces after the first / first-to-last piece time; "
+        "tok/s p95 is the 95th percentile (the fast end); mean pieces: per reply"
     )
 
 
@@ -257,6 +246,8 @@ def main() -> None:
     )
     parser.add_argument("--ollama-model", default="qwen2.5:0.5b", help="its model name")
     args = parser.parse_args()
+    # A plain `kill` unwinds too, so the llama_cpp.server child is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     asyncio.run(run(args))
 
 

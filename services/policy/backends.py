@@ -71,6 +71,8 @@ class LlamaCppBackend:
             model_path=str(path),
             n_ctx=self.settings.context_size,
             n_threads=self.settings.threads,
+            # Read the weights in at load: with mmap the first reply pays for the page faults.
+            use_mmap=False,
             verbose=False,
         )
 

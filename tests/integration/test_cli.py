@@ -91,14 +91,15 @@ def test_up_runs_on_embedded_defaults(tmp_path: Path) -> None:
     """No REDIS_URL, no microphone: embedded Redis, the bundled sample, the bundled model."""
     env = {k: v for k, v in os.environ.items() if "REDIS_URL" not in k and "CAPTURE" not in k}
     result = subprocess.run(
-        [sys.executable, "-m", "services", "up", "--duration", "16", "--demo"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [sys.executable, "-m", "services", "up", "--duration", "30", "--demo"],
+        capture_output=True, text=True, timeout=150, cwd=tmp_path,
         env={**env, "COLUMNS": "200"},
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     if "playing the bundled sample conversation" in output:
         assert "What is the capital of France?" in output, "the sample was heard"
+        assert output.count("final ok:") >= 3, "the demo line and both questions were answered"
     assert "hi marionette!" in output, "the monitor printed the demo chat line"
     assert "final ok: 'Hello there, chat!'" in output
     assert "dead letters" in output, "the malformed demo entry was dead-lettered"

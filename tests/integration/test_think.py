@@ -287,3 +287,40 @@ async def test_ollama_backend_against_a_stand_in_of_its_http_api(
             failed = await talk.say("Still there?", "t2")
             assert failed.status == "error"
             assert failed.reply_text == "", "no canned line is spoken for a failure"
+
+
+class ScriptedBackend:
+    """Answers turns with 'Okay!' and summary requests with a fixed summary."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.prompts: list[Messages] = []
+
+    async def check(self) -> None:
+        pass
+
+    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+        self.prompts.append(messages)
+        summary = messages[0]["content"] == policy.SUMMARY_PROMPT
+        yield "Bob has a red bike." if summary else "[happy] Okay!"
+
+
+async def test_older_messages_fold_into_a_summary_that_is_kept_and_prompted(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    backend = ScriptedBackend()
+    settings = PolicySettings(summary_every=4, memory_messages=2)
+    service = policy.PolicyService(settings, backend, redis_client)  # type: ignore[arg-type]
+    async with StageRuntime(policy.stage, bus_settings):
+        await service.answer(policy.Turn("s1", "t1", "I am Bob", "bob"))
+        await service.answer(policy.Turn("s1", "t2", "my bike is red", "bob"))
+        restarted = policy.PolicyService(settings, backend, redis_client)  # type: ignore[arg-type]
+        await restarted.answer(policy.Turn("s1", "t3", "what colour is my bike?", "bob"))
+    summary_requests = [p for p in backend.prompts if p[0]["content"] == policy.SUMMARY_PROMPT]
+    assert len(summary_requests) == 1
+    assert "bob says: I am Bob" in summary_requests[0][1]["content"]
+    last_turn = backend.prompts[-1]
+    assert {"role": "system", "content": "Earlier in this stream: Bob has a red bike."} in last_turn
+    assert last_turn[-1]["content"] == "bob says: what colour is my bike?"
+    assert last_turn[-2] == {"role": "assistant", "content": "Okay!"}, "memory holds what was said"

@@ -46,7 +46,16 @@ def _handler(state: OllamaStandIn) -> type[BaseHTTPRequestHandler]:
                 if model not in state.models:
                     self._json(404, {"error": f"model '{model}' not found"})
                 else:
-                    self._json(200, {"modelfile": "", "details": {"family": "stand-in"}})
+                    self._json(
+                        200,
+                        {
+                            "modelfile": "",
+                            "template": "{{ .Prompt }}",
+                            "details": {"family": "stand-in", "format": "gguf"},
+                            "model_info": {"general.architecture": "stand-in"},
+                            "capabilities": ["completion"],
+                        },
+                    )
                 return
             if self.path != "/api/chat":
                 self._json(404, {"error": "not found"})
