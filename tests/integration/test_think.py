@@ -45,7 +45,7 @@ async def final_of(client: Redis, bus: BusSettings, turn: str) -> PolicyToken:
     async def done() -> bool:
         return any(t.final for t in (await replies(client, bus)).get(turn, []))
 
-    await wait_until(done, timeout_s=90, what=f"the final token of {turn}")
+    await wait_until(done, timeout_s=180, what=f"the final token of {turn}")
     return next(t for t in (await replies(client, bus))[turn] if t.final)
 
 
