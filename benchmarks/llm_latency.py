@@ -214,14 +214,13 @@ def report(cells: list[Cell], args: argparse.Namespace, model: Path) -> None:
         row += [f"{pct(rates, q):.1f}" for q in (50, 95)] if rates else ["-", "-"]
         pieces = float(np.mean([s.pieces for s in cell.samples]))
         table.add_row(cell.backend, cell.cache, str(len(cell.samples)), *row, f"{pieces:.1f}")
-    console = Console(width=110)
-    console.print(table)
-    console.print(
-        f"model {model.name}, {args.threads} threads, n_ctx {CONTEXT}, "
-        f"max_tokens {args.max_tokens}, temperature {TEMPERATURE}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
-        "TTFT: call to first piece; tok/s: pieces after the first / first-to-last piece time; "
-        "tok/s p95 is the 95th percentile (the fast end); mean pieces: per reply"
+    Console(width=100).print(table)
+    print(
+        f"model {model.name}, {args.threads} threads, n_ctx {CONTEXT}, max_tokens "
+        f"{args.max_tokens}, temperature {TEMPERATURE}; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}\nTTFT: call to first piece. tok/s: pieces after the first / "
+        "first-to-last piece time; p95 is the fast end.\nmean pieces: per reply (the model "
+        "often stops before max_tokens)."
     )
 
 

@@ -1,6 +1,7 @@
 """An embedded redis-server on a free loopback port, for when REDIS_URL is not set."""
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -42,6 +43,17 @@ def find_redis_server(explicit: str | None = None) -> Path:
         return Path(get_binary_path())
     except Exception as exc:
         raise RedisServerError(NO_SERVER_HELP) from exc
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), so no server is
+    left behind by a killed stage or test."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port() -> int:
@@ -89,7 +101,9 @@ class EmbeddedRedis:
         else:
             args += ["--appendonly", "no"]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
-        self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
         log.close()
         self._wait_ready(timeout_s)
         return self

@@ -53,10 +53,12 @@ class LlamaCppBackend:
         self.settings = settings
         self._llm: Any = None
         self._lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
+        self._loading = asyncio.Lock()
 
     async def check(self) -> None:
-        if self._llm is None:
-            await asyncio.to_thread(self._load)
+        async with self._loading:
+            if self._llm is None:
+                await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
         try:
