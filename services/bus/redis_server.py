@@ -49,7 +49,7 @@ def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the parent dies (Linux), so no server is
     left behind by a killed stage or test."""
     try:
-        import ctypes  # noqa: PLC0415
+        import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
