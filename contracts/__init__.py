@@ -9,7 +9,7 @@ from contracts.limits import SCHEMA_VERSION
 from contracts.policy import PolicyToken
 from contracts.speech import AsrFinal, AsrPartial, SpeechEvent
 from contracts.topics import ALL_TOPICS, Topic, topic_named
-from contracts.tts import PhonemeTiming, TtsChunk
+from contracts.tts import PhonemeTiming, PlaybackProgress, TtsChunk
 
 __all__ = [
     "ALL_TOPICS",
@@ -26,6 +26,7 @@ __all__ = [
     "Panic",
     "PersonaChange",
     "PhonemeTiming",
+    "PlaybackProgress",
     "PolicyToken",
     "SpeechEvent",
     "Topic",

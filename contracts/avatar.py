@@ -17,7 +17,9 @@ class AvatarExpr(Envelope):
     mouth_open: list[float] = Field(
         default_factory=list, max_length=MAX_MOUTH_FRAMES, description="0..1 per video frame."
     )
-    starts_at: float = Field(ge=0, description="When the first mouth frame plays (Unix s).")
+    offset_s: float = Field(
+        default=0.0, ge=0, description="Where the mouth track starts in the turn's audio (s)."
+    )
     state: Literal["speaking", "idle", "blink"] = "speaking"
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ from contracts.envelope import Envelope
 from contracts.limits import AUDIO_FRAME_MAXLEN, DEFAULT_MAXLEN
 from contracts.policy import PolicyToken
 from contracts.speech import AsrFinal, AsrPartial, SpeechEvent
-from contracts.tts import TtsChunk
+from contracts.tts import PlaybackProgress, TtsChunk
 
 M = TypeVar("M", bound=Envelope)
 
@@ -49,6 +49,9 @@ ASR_FINAL = Topic("asr.final", AsrFinal, "The final transcript of an utterance; 
 CHAT_MESSAGE = Topic("chat.message", ChatMessage, "Viewer chat from Twitch, Discord, the panel.")
 POLICY_TOKEN = Topic("policy.token", PolicyToken, "Reply tokens, ordered per turn.")
 TTS_CHUNK = Topic("tts.chunk", TtsChunk, "Synthesized speech, one sentence or clause a chunk.")
+PLAYBACK_PROGRESS = Topic(
+    "playback.progress", PlaybackProgress, "How far the reply's audio has played."
+)
 AVATAR_EXPR = Topic("avatar.expr", AvatarExpr, "Expression and mouth track for the avatar.")
 CONTROL = Topic(
     "control", Control, "Interrupts, persona changes, module toggles, panic.", ordered=False
@@ -62,6 +65,7 @@ ALL_TOPICS: tuple[Topic[Envelope], ...] = (
     CHAT_MESSAGE,
     POLICY_TOKEN,
     TTS_CHUNK,
+    PLAYBACK_PROGRESS,
     AVATAR_EXPR,
     CONTROL,
 )  # type: ignore[assignment]

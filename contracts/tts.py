@@ -1,6 +1,6 @@
 """tts.chunk: tts -> playback, avatar."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -52,3 +52,11 @@ class TtsChunk(Envelope):
     @property
     def duration_s(self) -> float:
         return len(self.pcm) / (AUDIO_SAMPLE_WIDTH * self.sample_rate)
+
+
+class PlaybackProgress(Envelope):
+    """How far playback has got in a turn's audio (barge-in needs to know what was heard)."""
+
+    chunk_index: int = Field(ge=0, description="The tts.chunk being played.")
+    played_s: float = Field(ge=0, description="Audio of this turn played so far (s).")
+    state: Literal["playing", "finished", "flushed"]

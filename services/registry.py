@@ -15,6 +15,9 @@ STAGES: dict[str, str] = {
     "capture": "services.capture.stage",
     "asr": "services.asr.stage",
     "policy": "services.policy.stage",
+    "tts": "services.tts.stage",
+    "avatar": "services.avatar.stage",
+    "playback": "services.playback.stage",
     "monitor": "services.monitor.stage",
 }
 

@@ -19,7 +19,12 @@ from contracts.envelope import Envelope
 from contracts.topics import Topic
 from services.bus.dead_letters import DLQ_MAXLEN, dead_letter_fields, dead_letter_stream
 from services.bus.dedup import Deduplicator
-from services.bus.recovery import REDIS_UNAVAILABLE, TRANSIENT_ERRORS, Backoff
+from services.bus.recovery import (
+    REDIS_UNAVAILABLE,
+    TRANSIENT_ERRORS,
+    Backoff,
+    raise_if_cancelling,
+)
 from services.bus.settings import BusSettings
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry
 
@@ -186,6 +191,7 @@ class EntryProcessor:
                     await pipe.execute()
                 return True
             except TRANSIENT_ERRORS as exc:
+                raise_if_cancelling()
                 if time.monotonic() > deadline:
                     # Left pending: it is redelivered once Redis is back.
                     log.error("%s: could not %s for %.0f s: %s", self.group, what, give_up_s, exc)

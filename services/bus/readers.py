@@ -19,7 +19,13 @@ from redis.asyncio import Redis
 from services.bus.delivery import EntryProcessor
 from services.bus.leases import PartitionLeases
 from services.bus.partitions import partition_stream
-from services.bus.recovery import TRANSIENT_ERRORS, Backoff, ensure_group, is_missing_group
+from services.bus.recovery import (
+    TRANSIENT_ERRORS,
+    Backoff,
+    ensure_group,
+    is_missing_group,
+    raise_if_cancelling,
+)
 from services.bus.wire import StreamEntry
 
 log = logging.getLogger("marionette.bus")
@@ -39,6 +45,7 @@ async def resilient(name: str, step: Step, recreate_groups: Step, *, repeat: boo
     backoff = Backoff()
     failing = False
     while True:
+        raise_if_cancelling()  # a library below may have swallowed our cancellation
         try:
             await step()
             if failing:
@@ -50,6 +57,7 @@ async def resilient(name: str, step: Step, recreate_groups: Step, *, repeat: boo
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            raise_if_cancelling()
             if is_missing_group(exc):
                 log.warning("%s: consumer group is gone (Redis lost its data?); recreating", name)
                 await _quietly(recreate_groups)

@@ -17,6 +17,17 @@ TRANSIENT_ERRORS: Final = (*REDIS_UNAVAILABLE, OSError)
 """Errors that a reconnect fixes."""
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library turned into an ordinary error.
+
+    redis-py can surface a cancelled blocking read as a connection or timeout error; a
+    retry loop that caught it would keep a stopping stage alive forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def is_missing_group(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
 

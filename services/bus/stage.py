@@ -37,7 +37,7 @@ from services.bus.faststream_bridge import make_broker, start_without_fetch_loop
 from services.bus.leases import PartitionLeases
 from services.bus.partitions import stream_for
 from services.bus.readers import PartitionedReader, SharedReader
-from services.bus.recovery import REDIS_UNAVAILABLE, Backoff
+from services.bus.recovery import REDIS_UNAVAILABLE, Backoff, raise_if_cancelling
 from services.bus.settings import BusSettings
 
 log = logging.getLogger("marionette.bus")
@@ -86,6 +86,7 @@ class TopicPublisher(Generic[M]):
                 )
                 return entry_id
             except REDIS_UNAVAILABLE:
+                raise_if_cancelling()
                 if time.monotonic() > deadline:
                     raise
                 await backoff.wait()

@@ -13,6 +13,7 @@ from contracts import (
     ChatMessage,
     Control,
     Envelope,
+    PlaybackProgress,
     PolicyToken,
     SpeechEvent,
     TtsChunk,
@@ -71,6 +72,11 @@ async def on_token(msg: PolicyToken) -> None:
 @stage.consumer(t.TTS_CHUNK)
 async def on_chunk(msg: TtsChunk) -> None:
     show("tts.chunk", msg, f"#{msg.index} {msg.duration_s:.2f} s {msg.text!r}")
+
+
+@stage.consumer(t.PLAYBACK_PROGRESS)
+async def on_progress(msg: PlaybackProgress) -> None:
+    show("playback", msg, f"{msg.state} chunk {msg.chunk_index} at {msg.played_s:.2f} s")
 
 
 @stage.consumer(t.AVATAR_EXPR)

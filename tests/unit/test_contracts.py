@@ -25,6 +25,7 @@ from contracts import (
     Panic,
     PersonaChange,
     PhonemeTiming,
+    PlaybackProgress,
     PolicyToken,
     SpeechEvent,
     TtsChunk,
@@ -77,8 +78,9 @@ SAMPLES: dict[str, Envelope] = {
         alignments=[PhonemeTiming(phoneme="HH", start_sample=0, num_samples=120)],
         expressions=["smile"],
     ),
+    "playback.progress": PlaybackProgress(**BASE, chunk_index=2, played_s=3.5, state="playing"),
     "avatar.expr": AvatarExpr(
-        **BASE, expression="happy", fps=60, mouth_open=[0.0, 0.5, 1.0], starts_at=1_715_949_046.0
+        **BASE, expression="happy", fps=60, mouth_open=[0.0, 0.5, 1.0], offset_s=1.5
     ),
     "control": Control(**BASE, command=Interrupt(target_turn_id="turn-6", reason="barge_in")),
 }
@@ -477,7 +479,7 @@ def test_only_the_final_token_carries_a_status() -> None:
 
 
 def _avatar(**fields: Any) -> AvatarExpr:
-    return AvatarExpr(**{"session_id": "s", "seq": 0, "starts_at": 0, **fields})
+    return AvatarExpr(**{"session_id": "s", "seq": 0, "offset_s": 0, **fields})
 
 
 @pytest.mark.parametrize("fps", [30, 60])

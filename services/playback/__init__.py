@@ -1,0 +1,1 @@
+"""The playback stage: the reply's audio to the speakers, or to one WAV file per turn."""

@@ -1,0 +1,28 @@
+"""playback settings: MARIONETTE_PLAYBACK_* (or [playback] in marionette.toml)."""
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.bus.settings import MarionetteSettings
+
+
+class PlaybackSettings(MarionetteSettings):
+    model_config = SettingsConfigDict(env_prefix="MARIONETTE_PLAYBACK_")
+    toml_table: ClassVar[str | None] = "playback"
+
+    output: Literal["auto", "speaker", "wav"] = Field(
+        default="auto", description="auto: the speakers when there are some, else WAV files."
+    )
+    device: str | None = Field(default=None, description="Output device id or name.")
+    wav_dir: Path = Field(
+        default=Path(".marionette/playback"), description="Where WAV files go: SESSION/TURN.wav."
+    )
+    realtime: bool = Field(
+        default=True, description="WAV output takes as long as the audio (progress is real)."
+    )
+    jitter_chunks: int = Field(
+        default=8, ge=1, le=256, description="Out-of-order chunks held before one is skipped."
+    )

@@ -1,0 +1,1 @@
+"""The tts stage: speakable units from streamed tokens, synthesized as they complete."""

