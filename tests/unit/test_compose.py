@@ -6,11 +6,14 @@ from typing import Any
 import yaml
 
 from services.asr.settings import AsrSettings
+from services.avatar.settings import AvatarSettings
 from services.bus.settings import BusSettings, MarionetteSettings
 from services.capture.settings import CaptureSettings
 from services.cli import app
+from services.playback.settings import PlaybackSettings
 from services.policy.settings import PolicySettings
 from services.registry import STAGES
+from services.tts.settings import TtsSettings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml"
 SETTINGS: tuple[type[MarionetteSettings], ...] = (
@@ -18,6 +21,9 @@ SETTINGS: tuple[type[MarionetteSettings], ...] = (
     AsrSettings,
     CaptureSettings,
     PolicySettings,
+    TtsSettings,
+    AvatarSettings,
+    PlaybackSettings,
 )
 SETTING_NAMES = {
     f"{cls.model_config.get('env_prefix')}{name.upper()}"
