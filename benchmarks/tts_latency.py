@@ -15,7 +15,6 @@ Prints figures; asserts nothing.
 
 import argparse
 import asyncio
-import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -55,11 +54,12 @@ REPLIES = [
     "I would pick the blue one.",
     "Ha, you caught me there, I really did forget to feed the virtual cat today. "
     "She is fine though.",
-    "Okay so, the first thing you should know about that game is how hard it is. "
+    "Okay so, about that game you mentioned, the first thing to know is how hard it is. "
     "Bring lots of potions.",
     "Right, so the way I see it, both options have their own good points. "
     "I lean towards the first.",
-    "Honestly, I think that movie was way better than everyone says it was. The ending was great.",
+    "Honestly, I think that movie, the new one, was way better than everyone says. "
+    "The ending was great.",
     "Oh no, that sounds like a really rough day for you, and I am sorry about it. "
     "Want to talk about it?",
 ]

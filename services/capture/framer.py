@@ -21,7 +21,8 @@ class Framer:
         mono = block.mean(axis=1) if block.ndim == 2 else block
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono.astype(np.float32), last=last)
-        samples = (np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
+        # x 32768 undoes the sources' / 32768: 16 kHz mono s16le passes through bit-exact.
+        samples = np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
         self._pending = np.concatenate([self._pending, samples])
         if last and len(self._pending) % self._frame_samples:
             pad = self._frame_samples - len(self._pending) % self._frame_samples

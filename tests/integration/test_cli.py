@@ -1,18 +1,21 @@
 """The `marionette` command as a user runs it."""
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from contracts.topics import CHAT_MESSAGE
+from contracts import AudioFrame
+from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.partitions import stream_for
-from tests.helpers import wait_until
+from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +107,20 @@ def test_up_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert "final ok: 'Hello there, chat!'" in output
     assert "dead letters" in output, "the malformed demo entry was dead-lettered"
     assert not (tmp_path / ".marionette" / "redis.url").exists(), "cleaned up on exit"
+
+
+async def test_capture_reads_raw_pcm_from_stdin(
+    redis_url: str, redis_client: Redis, bus_settings: BusSettings
+) -> None:
+    pcm = (np.sin(np.arange(16_000) / 16_000 * 2 * np.pi * 300) * 8000).astype("<i2").tobytes()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services", "capture", "-i", "-", "--fast", "--session", "piped"],
+        input=pcm, capture_output=True, timeout=60,
+        env={**os.environ, "REDIS_URL": redis_url, "MARIONETTE_PARTITIONS": "4"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"published 50 frames" in result.stdout
+    frames = await read_topic(redis_client, AUDIO_FRAME, bus_settings.partitions)
+    assert [f.seq for f in frames] == list(range(50))
+    assert b"".join(f.pcm for f in frames if isinstance(f, AudioFrame)) == pcm
