@@ -18,6 +18,12 @@ class TtsSettings(MarionetteSettings):
         description="Piper voice: joe-us (bundled) or a voice .onnx path (its .json beside it).",
     )
     speed: float = Field(default=1.0, gt=0.25, le=4.0, description="Speaking rate; 1 is normal.")
+    variation: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="Piper's noise scale: unset keeps the voice's own; 0 makes speech repeatable.",
+    )
     first_fragment_words: int = Field(
         default=4, ge=1, le=50, description="Words before the first clause may be spoken early."
     )

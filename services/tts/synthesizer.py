@@ -54,7 +54,12 @@ class PiperSynthesizer:
         model, config = _voice_paths(settings.voice)
         # Alignments give per-phoneme timings for lip-sync; they need the onnx package.
         self._voice = PiperVoice.load(model, config, include_alignments=True)
-        self._config = SynthesisConfig(length_scale=1.0 / settings.speed)
+        variation = settings.variation
+        self._config = SynthesisConfig(
+            length_scale=1.0 / settings.speed,
+            noise_scale=variation,
+            noise_w_scale=variation,
+        )
 
     def synthesize(self, text: str) -> Speech:
         chunks = list(self._voice.synthesize(text, self._config, include_alignments=True))

