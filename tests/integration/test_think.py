@@ -15,9 +15,10 @@ from contracts import ChatMessage, Control, PersonaChange, PolicyToken
 from contracts.topics import CHAT_MESSAGE, CONTROL, POLICY_TOKEN
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.redis_server import free_port
+from services.models import prepare
 from services.policy import stage as policy
 from services.policy.backends import BackendUnavailable, Generation, Messages, make_backend
-from services.policy.gguf import QWEN_05B, prepare
+from services.policy.gguf import QWEN_05B
 from services.policy.settings import PolicySettings
 from tests.helpers import read_topic, wait_until
 from tests.standins.ollama import ollama_stand_in

@@ -1,0 +1,85 @@
+"""Every model Marionette can use from a package, for `marionette models`.
+
+Each entry knows how to check itself quickly (is it installed, is it prepared) and how
+to prepare itself (join parts, verify sha256), so the first run of a stage does not.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from services.models.files import ModelMissing, PartedModel, prepare
+
+State = Literal["ready", "not prepared", "missing"]
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    state: State
+    detail: str  # the file when ready, what to run or install otherwise
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    used_by: str  # the setting (and value) that selects this model
+    size_mb: int
+    status: Callable[[], ModelStatus]
+    prepare: Callable[[bool], Path]  # show_progress -> the checked file; raises ModelMissing
+
+
+def parted_entry(model: PartedModel, used_by: str) -> CatalogEntry:
+    def status() -> ModelStatus:
+        if model.is_prepared():
+            return ModelStatus("ready", str(model.target))
+        try:
+            model.part_files()
+        except ModelMissing as exc:
+            return ModelStatus("missing", str(exc))
+        return ModelStatus("not prepared", "marionette models --prepare joins and checks it")
+
+    return CatalogEntry(
+        name=model.name,
+        used_by=used_by,
+        size_mb=round(model.size / 1e6),
+        status=status,
+        prepare=lambda show_progress: prepare(model, show_progress=show_progress),
+    )
+
+
+def checked_entry(
+    name: str, used_by: str, size_mb: int, locate: Callable[[], Path]
+) -> CatalogEntry:
+    """A model used in place from its package; `locate` checks it (raising ModelMissing)."""
+
+    def status() -> ModelStatus:
+        try:
+            return ModelStatus("ready", str(locate()))
+        except ModelMissing as exc:
+            return ModelStatus("missing", str(exc))
+
+    return CatalogEntry(name, used_by, size_mb, status, lambda show_progress: locate())
+
+
+def all_models() -> list[CatalogEntry]:
+    # Imported here: each stage's model module pulls in that stage's settings only.
+    from services.asr.recognizer import bundled_model_dir
+    from services.policy.gguf import QWEN_05B
+    from services.tts.synthesizer import bundled_voice_paths
+
+    return [
+        checked_entry(
+            "faster-whisper tiny.en",
+            "MARIONETTE_ASR_MODEL=tiny.en (default)",
+            75,
+            lambda: bundled_model_dir("tiny.en") / "model.bin",
+        ),
+        parted_entry(QWEN_05B, "MARIONETTE_POLICY_MODEL=qwen2.5-0.5b (default)"),
+        checked_entry(
+            "piper joe-us",
+            "MARIONETTE_TTS_VOICE=joe-us (default)",
+            63,
+            lambda: bundled_voice_paths("joe-us")[0],
+        ),
+    ]
