@@ -28,7 +28,7 @@ class Envelope(BaseModel):
     turn_id: Identifier | None = Field(
         default=None,
         description="One user utterance or chat message and the reply to it; "
-        "None for audio frames before a turn exists.",
+        "for audio frames, the capture run (turns do not exist yet).",
     )
     seq: int = Field(ge=0, description="Order within this stream for this session and turn.")
     created_at: datetime = Field(default_factory=_utc_now, description="When it was made (UTC).")

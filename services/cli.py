@@ -5,9 +5,10 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from contracts.topics import ALL_TOPICS, topic_named
 from services.bus import ConfigError, load_bus_settings
@@ -30,6 +32,7 @@ from services.policy.backends import BackendUnavailable
 from services.policy.moderation import RulesError
 from services.policy.persona import PersonaError
 from services.registry import STAGES, StageMain, load_stage, stage_main
+from services.supervisor import StageFailed, Supervisor, stage_command, supervised
 
 POLICY_ERRORS = (BackendUnavailable, ModelMissing, RulesError, PersonaError)
 
@@ -56,11 +59,13 @@ def _settings(**overrides: object) -> BusSettings:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
-    )
+    if supervised():
+        # `marionette up` prefixes each line with the stage; rich's layout would wrap it.
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)-7s %(name)s: %(message)s"))
+    else:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("faststream", "faststream.access.redis", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
@@ -164,6 +169,20 @@ def devices(
     out.print(table)
 
 
+STAGE_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan")
+
+
+def _line_printer(names: list[str]) -> Callable[[str, str], None]:
+    width = max(len(n) for n in names)
+    colours = {n: STAGE_COLOURS[i % len(STAGE_COLOURS)] for i, n in enumerate(names)}
+
+    def write(stage: str, line: str) -> None:
+        prefix = Text(f"{stage:>{width}} | ", style=colours.get(stage, "white"))
+        out.print(prefix + Text(line), soft_wrap=True, highlight=False)
+
+    return write
+
+
 @app.command()
 def up(
     stages: Annotated[
@@ -177,13 +196,16 @@ def up(
         float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
     ] = None,
 ) -> None:
-    """Start Redis (embedded unless REDIS_URL is set) and every stage, each as a process."""
+    """Start Redis (embedded unless REDIS_URL is set) and every stage, each a supervised
+    process: restarted when it crashes, its log lines prefixed with its name."""
     _setup_logging(False)
     settings = _settings()
     chosen = [s for s in (stages or sorted(STAGES)) if s not in set(skip or [])]
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
         raise _fail(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(sorted(STAGES))}")
+    if not chosen:
+        raise _fail("no stage left to start (check --stage and --skip)")
     server: EmbeddedRedis | None = None
     url = settings.redis_url
     if not url:
@@ -195,32 +217,133 @@ def up(
         STATE_FILE.parent.mkdir(exist_ok=True)
         STATE_FILE.write_text(url)
     console.print(f"Redis at [bold]{url}[/]; stages: {', '.join(chosen)}; Ctrl-C stops")
-    env = {**os.environ, "REDIS_URL": url}
-    children = {
-        name: subprocess.Popen([sys.executable, "-m", "services", "run", name], env=env)
-        for name in chosen
-    }
+    supervisor = Supervisor(
+        {name: stage_command(name) for name in chosen},
+        {**os.environ, "REDIS_URL": url},
+        _line_printer(chosen),
+    )
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    failure: StageFailed | None = None
     try:
+        supervisor.start()
         if demo:
             from services.demo import publish_sample_session
 
             asyncio.run(publish_sample_session(settings.model_copy(update={"redis_url": url})))
         deadline = None if duration is None else time.monotonic() + duration
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+        while not stopping.is_set() and supervisor.running():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            supervisor.poll()
+            stopping.wait(0.2)
+    except StageFailed as exc:
+        failure = exc
     finally:
-        for child in children.values():
-            child.send_signal(signal.SIGTERM)
-        for child in children.values():
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        console.print("stopping the stages")
+        supervisor.stop()
         if server is not None:
             server.close()
             STATE_FILE.unlink(missing_ok=True)
+    if failure is not None:
+        raise _fail(str(failure))
+
+
+@app.command()
+def models(
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="Join and check every model that is not ready.")
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Recompute the sha256 of joined files too.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+) -> None:
+    """List the bundled models, where they are and whether they are ready; prepare them."""
+    from services.models.catalog import ModelStatus, all_models
+    from services.models.files import forget_verified
+
+    entries = all_models()
+    if verify:
+        forget_verified()
+    rows = []
+    for entry in entries:
+        status = entry.status()
+        if (prepare or verify) and status.state == "not prepared":
+            try:
+                path = entry.prepare(not as_json)
+                status = ModelStatus("ready", str(path))
+            except ModelMissing as exc:
+                status = ModelStatus("missing", str(exc))
+        rows.append((entry, status))
+    if as_json:
+        for entry, status in rows:
+            record = {
+                "name": entry.name, "used_by": entry.used_by, "size_mb": entry.size_mb,
+                "state": status.state, "detail": status.detail,
+            }  # fmt: skip
+            typer.echo(json.dumps(record))
+    else:
+        table = Table("model", "selected by", "MB", "state", "file or fix")
+        for column in table.columns:
+            column.overflow = "fold"
+        colour = {"ready": "green", "not prepared": "yellow", "missing": "red"}
+        for entry, status in rows:
+            table.add_row(
+                entry.name, entry.used_by, str(entry.size_mb),
+                f"[{colour[status.state]}]{status.state}[/]", status.detail,
+            )  # fmt: skip
+        out.print(table)
+    if any(status.state == "missing" for _, status in rows):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def bench(
+    utterances: Annotated[int, typer.Option(help="Spoken questions to time.", min=1)] = 6,
+    warmup: Annotated[int, typer.Option(help="Turns first, not counted (cold model).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    log: Annotated[Path, typer.Option(help="The stages' log.")] = Path(".marionette/bench.log"),
+) -> None:
+    """Voice-to-voice latency of the live pipeline: p50/p95, and where the time goes.
+
+    Starts Redis and the stages itself, unless REDIS_URL names a running system."""
+    from services.bench.command import run_bench
+    from services.bench.live import TurnResult
+
+    _setup_logging(False)
+    settings = _settings()
+
+    def progress(number: int, turn: TurnResult) -> None:
+        kind = "warm-up" if number < warmup else f"turn {number - warmup + 1}"
+        total = turn.parts.get("voice-to-voice")
+        timing = f"{total * 1000:.0f} ms" if total is not None else f"[red]{turn.error}[/]"
+        console.print(f"{kind}: heard {turn.heard!r} -> {timing}")
+
+    if not settings.redis_url:
+        console.print(f"starting the pipeline (its log: {log})")
+    report = run_bench(settings, utterances, warmup, log, progress)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    table = Table(title=f"voice-to-voice over {len(report.turns)} turns (ms)")
+    for column in ("part", "p50", "p95", "mean"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    for row in report.summary:
+        style = "bold" if row.part in ("voice-to-voice", "bus hops") else None
+        table.add_row(
+            row.part, f"{row.p50_ms:.0f}", f"{row.p95_ms:.0f}", f"{row.mean_ms:.0f}", style=style
+        )
+    out.print(table)
+    out.print(
+        f"raw redis-py XADD -> XREADGROUP hop on the same Redis: p50 {report.raw_hop_p50_ms:.1f} "
+        f"ms, p95 {report.raw_hop_p95_ms:.1f} ms (a turn has 3 hops)"
+    )
+    missed = [t for t in report.turns if t.error]
+    if missed:
+        out.print(f"[red]{len(missed)} turn(s) failed:[/] " + "; ".join(t.error for t in missed))
+        raise typer.Exit(code=1)
 
 
 @dlq_app.command("list")
@@ -250,7 +373,7 @@ def dlq_list(
         raise _fail(str(exc)) from None
     if as_json:
         for letter in letters:
-            out.print_json(json.dumps(letter.as_json()))
+            typer.echo(json.dumps(letter.as_json()))
         return
     table = Table("id", "topic", "deliveries", "consumer", "reason", title="Dead letters")
     for letter in letters:

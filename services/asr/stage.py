@@ -46,6 +46,7 @@ class Speculation:
 @dataclass
 class SessionListener:
     endpointer: Endpointer
+    capture_run: str | None = None  # the frames' turn id: a new run restarts the timeline
     turn_id: str = ""
     speech_start_s: float = 0.0
     partial_seq: int = 0
@@ -65,11 +66,13 @@ class AsrService:
         self.listeners: dict[str, SessionListener] = {}
         self._recognizer_turn = asyncio.Lock()  # FIFO: jobs run in the order asked
 
-    def _listener(self, session_id: str) -> SessionListener:
-        if session_id not in self.listeners:
+    def _listener(self, frame: AudioFrame) -> SessionListener:
+        listener = self.listeners.get(frame.session_id)
+        if listener is None or listener.capture_run != frame.turn_id:
             endpointer = Endpointer(self.settings, make_vad(self.settings))
-            self.listeners[session_id] = SessionListener(endpointer)
-        return self.listeners[session_id]
+            listener = SessionListener(endpointer, capture_run=frame.turn_id)
+            self.listeners[frame.session_id] = listener
+        return listener
 
     async def _transcribe(
         self, pcm: bytes, wanted: Callable[[], bool] = lambda: True
@@ -83,7 +86,7 @@ class AsrService:
         job.add_done_callback(_log_failure)  # type: ignore[arg-type]
 
     async def handle(self, frame: AudioFrame) -> None:
-        listener = self._listener(frame.session_id)
+        listener = self._listener(frame)
         at_s = frame.seq * frame.duration_ms / 1000
         for event in listener.endpointer.push(frame.pcm, at_s):
             if isinstance(event, SpeechStarted):
@@ -107,8 +110,10 @@ class AsrService:
     async def _on_start(
         self, session: str, listener: SessionListener, event: SpeechStarted
     ) -> None:
-        # Derived from the audio timeline, so a replay of the same audio gets the same turn.
-        listener.turn_id = f"u{round(event.utterance_start_s * 1000)}"
+        # Derived from the capture run and its audio timeline, so a replay of the same
+        # frames gets the same turn ids, and a new capture run new ones.
+        run = f"{listener.capture_run}." if listener.capture_run else ""
+        listener.turn_id = f"{run}u{round(event.utterance_start_s * 1000)}"
         listener.speech_start_s = event.speech_start_s
         listener.partial_seq = 0
         listener.final_started = False

@@ -17,6 +17,7 @@ from redis.asyncio.client import Pipeline
 
 from contracts.envelope import Envelope
 from contracts.topics import Topic
+from services.bus.causes import Cause, current_cause
 from services.bus.dead_letters import DLQ_MAXLEN, dead_letter_fields, dead_letter_stream
 from services.bus.dedup import Deduplicator
 from services.bus.recovery import (
@@ -107,8 +108,10 @@ class EntryProcessor:
             return "duplicate"
 
         attempt = entry.delivery_count
+        cause = Cause(entry.stream, entry.entry_id.decode(), entry.read_at)
         while True:
             self.in_flight[(entry.stream, entry.entry_id)] = time.monotonic()
+            cause_token = current_cause.set(cause)
             try:
                 await self.subscriber.process_message(
                     DefaultStreamMessage(
@@ -140,6 +143,7 @@ class EntryProcessor:
                 attempt += 1
                 await asyncio.sleep(delay_s)
             finally:
+                current_cause.reset(cause_token)
                 self.in_flight.pop((entry.stream, entry.entry_id), None)
 
         return "handled" if await self._commit(entry, envelope) else "abandoned"

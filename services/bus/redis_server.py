@@ -45,7 +45,7 @@ def find_redis_server(explicit: str | None = None) -> Path:
         raise RedisServerError(NO_SERVER_HELP) from exc
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the parent dies (Linux), so no server is
     left behind by a killed stage or test."""
     try:
@@ -102,7 +102,7 @@ class EmbeddedRedis:
             args += ["--appendonly", "no"]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
         self._process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
         log.close()
         self._wait_ready(timeout_s)

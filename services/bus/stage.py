@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from contracts.envelope import Envelope
 from contracts.topics import Topic
+from services.bus.causes import cause_headers
 from services.bus.dedup import Deduplicator, HandledIds, HighWaterMarks
 from services.bus.delivery import ConsumerStats, EntryProcessor
 from services.bus.faststream_bridge import make_broker, start_without_fetch_loops
@@ -82,7 +83,7 @@ class TopicPublisher(Generic[M]):
         while True:
             try:
                 entry_id: bytes = await self._publisher.publish(
-                    message, stream=stream, maxlen=maxlen
+                    message, stream=stream, maxlen=maxlen, headers=cause_headers()
                 )
                 return entry_id
             except REDIS_UNAVAILABLE:

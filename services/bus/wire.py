@@ -5,6 +5,7 @@ FastStream stores a message as one field, `__data__`, holding its binary envelop
 outside tools (dead-letter listing, benchmarks) without going through a subscriber.
 """
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class StreamEntry:
     entry_id: bytes
     fields: dict[bytes, bytes]
     delivery_count: int = 1
+    read_at: float = field(default_factory=time.time)
 
     @property
     def size(self) -> int:

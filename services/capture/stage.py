@@ -55,6 +55,9 @@ async def capture(settings: CaptureSettings, source: AudioSource) -> int:
     started = time.time()
     clock = time.monotonic()
     seq = 0
+    # Frames carry their capture run as turn id: a restarted capture counts seq from 0
+    # again, and must not be taken for a redelivery of the previous run's frames.
+    run_id = f"c{round(started * 1000)}"
 
     async def publish(frames: list[bytes]) -> None:
         nonlocal seq
@@ -66,7 +69,11 @@ async def capture(settings: CaptureSettings, source: AudioSource) -> int:
             captured_at = started + seq * settings.frame_ms / 1000
             await frames_out.publish(
                 AudioFrame(
-                    session_id=settings.session_id, seq=seq, pcm=pcm, captured_at=captured_at
+                    session_id=settings.session_id,
+                    turn_id=run_id,
+                    seq=seq,
+                    pcm=pcm,
+                    captured_at=captured_at,
                 )
             )
             seq += 1

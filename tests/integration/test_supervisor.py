@@ -1,0 +1,127 @@
+"""`marionette up`'s supervisor: restarts crashed stages, prefixes their logs, stops cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from services.bus import BusSettings
+from services.supervisor import StageFailed, Supervisor
+from tests.integration.workers import start_marionette
+
+pytestmark = pytest.mark.integration
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def run_until(supervisor: Supervisor, done: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "supervisor did not get there in time"
+        supervisor.poll()
+        time.sleep(0.05)
+
+
+def test_crashed_child_restarts_and_finished_child_stays_down(tmp_path: Path) -> None:
+    counter = tmp_path / "starts"
+    lines: list[tuple[str, str]] = []
+    supervisor = Supervisor(
+        {
+            # Crashes on its first two starts, then finishes normally.
+            "flaky": python(
+                f"import pathlib, sys; p = pathlib.Path({str(counter)!r}); "
+                "n = len(p.read_text()) if p.exists() else 0; p.write_text('x' * (n + 1)); "
+                "print(f'start {n + 1}', flush=True); sys.exit(1 if n < 2 else 0)"
+            ),
+            "done": python("print('all done')"),
+        },
+        os.environ,
+        lambda stage, line: lines.append((stage, line)),
+    )
+    supervisor.start()
+    try:
+        run_until(supervisor, lambda: not supervisor.running(), timeout_s=20)
+    finally:
+        supervisor.stop()
+    assert counter.read_text() == "xxx"
+    flaky = [line for stage, line in lines if stage == "flaky"]
+    assert [line for line in flaky if line.startswith("start")] == ["start 1", "start 2", "start 3"]
+    crashes = [line for line in flaky if "crashed (exit 1)" in line]
+    assert len(crashes) == 2
+    # The delay doubles between crashes.
+    assert "restarting in 1 s" in crashes[0]
+    assert "restarting in 2 s" in crashes[1]
+    assert ("done", "all done") in lines
+    assert ("done", "[supervisor] finished") in lines
+    assert not any("restarting" in line for stage, line in lines if stage == "done")
+
+
+def test_config_error_stops_everything_with_the_stage_named() -> None:
+    lines: list[tuple[str, str]] = []
+    supervisor = Supervisor(
+        {
+            "broken": python("import sys; print('error: bad setting'); sys.exit(2)"),
+            "steady": python("import time; time.sleep(60)"),
+        },
+        os.environ,
+        lambda stage, line: lines.append((stage, line)),
+    )
+    supervisor.start()
+    try:
+        with pytest.raises(StageFailed, match="stage broken cannot start"):
+            run_until(supervisor, lambda: False, timeout_s=20)
+    finally:
+        started = time.monotonic()
+        supervisor.stop()
+    assert time.monotonic() - started < 5, "SIGTERM should stop a sleeping child at once"
+    assert ("broken", "error: bad setting") in lines
+    steady = supervisor.children["steady"].process
+    assert steady is not None
+    assert steady.returncode == -signal.SIGTERM
+
+
+def _child_pid(parent: int, stage: str) -> int:
+    found = subprocess.run(
+        ["pgrep", "-P", str(parent), "-f", f"services run {stage}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    pids = [int(p) for p in found.stdout.split()]
+    return pids[0] if pids else 0
+
+
+def test_up_restarts_a_killed_stage_and_stops_on_sigint(
+    bus_settings: BusSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    up = start_marionette(["up", "--stage", "monitor"], bus_settings, log)
+    try:
+        deadline = time.monotonic() + 60
+        while "monitor | " not in log.read_text(errors="replace"):
+            assert up.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        first = _child_pid(up.pid, "monitor")
+        assert first, log.read_text()
+        os.kill(first, signal.SIGKILL)
+        while not (second := _child_pid(up.pid, "monitor")) or second == first:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "monitor | [supervisor] crashed (killed by SIGKILL); restarting in 1 s" in text
+        assert "monitor | [supervisor] restarting (restart 1)" in text
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=30) == 0, log.read_text()
+        # The restarted stage went down with it.
+        assert _child_pid(up.pid, "monitor") == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(second, 0)
+    finally:
+        if up.poll() is None:
+            up.kill()
