@@ -17,6 +17,7 @@ import typer
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -47,7 +48,7 @@ STATE_FILE = Path(".marionette/redis.url")
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")
     return typer.Exit(code=2)
 
 
@@ -252,6 +253,9 @@ def up(
 
 @app.command()
 def models(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Only these models (default: all).")
+    ] = None,
     prepare: Annotated[
         bool, typer.Option("--prepare", help="Join and check every model that is not ready.")
     ] = False,
@@ -265,6 +269,12 @@ def models(
     from services.models.files import forget_verified
 
     entries = all_models()
+    if names:
+        unknown = set(names) - {entry.name for entry in entries}
+        if unknown:
+            known = ", ".join(entry.name for entry in entries)
+            raise _fail(f"no model named {', '.join(sorted(unknown))}; known: {known}")
+        entries = [entry for entry in entries if entry.name in names]
     if verify:
         forget_verified()
     rows = []

@@ -21,6 +21,11 @@ BUNDLED_MODELS = {
 }
 NO_SPEECH_PROBABILITY = 0.6
 """Whisper's own estimate that a segment holds no speech; such segments are dropped."""
+GUESSING_LOGPROB = -1.0
+"""Segments decoded with less confidence than this are dropped too (Whisper's own threshold
+for a failed decode). On noise, a hotword lowers the no-speech estimate below 0.6, and
+Whisper makes words up ('Mhm.', 'You') at -1.4 to -1.9; clear speech decodes at -0.1 to
+-0.4."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,13 @@ class FasterWhisperRecognizer:
                 condition_on_previous_text=False,
                 without_timestamps=True,
                 vad_filter=False,
+                hotwords=self.settings.hotwords or None,
             )
-            kept = [s for s in segments if s.no_speech_prob < NO_SPEECH_PROBABILITY]
+            kept = [
+                s
+                for s in segments
+                if s.no_speech_prob < NO_SPEECH_PROBABILITY and s.avg_logprob > GUESSING_LOGPROB
+            ]
         text = " ".join(s.text.strip() for s in kept).strip()
         if not kept:
             return Transcript("", info.language, 0.0)

@@ -51,6 +51,11 @@ class AsrSettings(MarionetteSettings):
     compute_type: str = Field(default="int8", description="int8, int8_float16, float16...")
     cpu_threads: int = Field(default=2, ge=1, le=64, description="Threads for the CPU model.")
     beam_size: int = Field(default=1, ge=1, le=10, description="1 is greedy and fastest.")
+    hotwords: str = Field(
+        default="Marionette",
+        description="Names Whisper should expect (tiny.en hears 'Marionette' as 'Mario and "
+        "that' without); empty for none.",
+    )
     language: str | None = Field(
         default="en", description="Spoken language; 'auto' lets a multilingual model detect it."
     )

@@ -25,6 +25,9 @@ class AvatarService:
         self.offset_s: dict[tuple[str, str], float] = {}  # per turn: audio so far
         self.last_seen: dict[str, float] = {}
         self.blink_seq: dict[str, int] = {}
+        # Blinks count from 0 in each avatar process; a turn id of their own per process
+        # keeps a restarted avatar's blinks from looking like repeats of the last run's.
+        self.blink_turn = f"blink-{round(time.time() * 1000)}"
 
     async def handle(self, chunk: TtsChunk) -> None:
         session, turn = chunk.session_id, chunk.turn_id or ""
@@ -70,7 +73,7 @@ class AvatarService:
                 self.blink_seq[session] = seq + 1
                 await expressions_out.publish(
                     AvatarExpr(
-                        session_id=session, turn_id="blink", seq=seq,
+                        session_id=session, turn_id=self.blink_turn, seq=seq,
                         expression=self.expression.get(session, "neutral"),
                         fps=self.settings.fps, state="blink",
                     )

@@ -49,8 +49,10 @@ class PlaybackService:
             await self._play(key, turn, ready)
             turn.next_index += 1
             if ready.final:
+                # The file is complete before anyone hears that the reply finished.
                 path = self.sink.end_turn(*key)
                 del self.turns[key]
+                await self._progress(key, turn, ready.index, "finished")
                 if path is not None:
                     log.info("%s/%s: reply written to %s", *key, path)
                 return
@@ -60,8 +62,6 @@ class PlaybackService:
         if chunk.pcm:
             await self.sink.play(key[0], key[1], chunk.pcm, chunk.sample_rate)
         turn.played_s += chunk.duration_s
-        if chunk.final:
-            await self._progress(key, turn, chunk.index, "finished")
 
     async def _progress(
         self, key: tuple[str, str], turn: TurnPlayback, index: int, state: str
