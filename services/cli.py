@@ -291,7 +291,7 @@ def models(
         for entry, status in rows:
             record = {
                 "name": entry.name, "used_by": entry.used_by, "size_mb": entry.size_mb,
-                "state": status.state, "detail": status.detail,
+                "default": entry.default, "state": status.state, "detail": status.detail,
             }  # fmt: skip
             typer.echo(json.dumps(record))
     else:
@@ -305,7 +305,8 @@ def models(
                 f"[{colour[status.state]}]{status.state}[/]", status.detail,
             )  # fmt: skip
         out.print(table)
-    if any(status.state == "missing" for _, status in rows):
+    # Optional models (Kokoro) may be absent; a default one missing means a broken install.
+    if any(status.state == "missing" and entry.default for entry, status in rows):
         raise typer.Exit(code=1)
 
 

@@ -27,9 +27,10 @@ class CatalogEntry:
     size_mb: int
     status: Callable[[], ModelStatus]
     prepare: Callable[[bool], Path]  # show_progress -> the checked file; raises ModelMissing
+    default: bool = True  # used by the defaults; an optional model may be missing
 
 
-def parted_entry(model: PartedModel, used_by: str) -> CatalogEntry:
+def parted_entry(model: PartedModel, used_by: str, *, default: bool = True) -> CatalogEntry:
     def status() -> ModelStatus:
         if model.is_prepared():
             return ModelStatus("ready", str(model.target))
@@ -45,6 +46,7 @@ def parted_entry(model: PartedModel, used_by: str) -> CatalogEntry:
         size_mb=round(model.size / 1e6),
         status=status,
         prepare=lambda show_progress: prepare(model, show_progress=show_progress),
+        default=default,
     )
 
 
@@ -80,7 +82,7 @@ def fetched_entry(
             return ModelStatus("missing", why)
         return ModelStatus("not prepared", "marionette models --prepare fetches and checks it")
 
-    return CatalogEntry(name, used_by, size_mb, status, prepare)
+    return CatalogEntry(name, used_by, size_mb, status, prepare, default=False)
 
 
 def all_models() -> list[CatalogEntry]:
@@ -92,22 +94,22 @@ def all_models() -> list[CatalogEntry]:
 
     return [
         checked_entry(
-            "faster-whisper tiny.en",
+            "whisper-tiny.en",
             "MARIONETTE_ASR_MODEL=tiny.en (default)",
             75,
             lambda: bundled_model_dir("tiny.en") / "model.bin",
         ),
         parted_entry(QWEN_05B, "MARIONETTE_POLICY_MODEL=qwen2.5-0.5b (default)"),
         checked_entry(
-            "piper joe-us",
+            "piper-joe-us",
             "MARIONETTE_TTS_VOICE=joe-us (default)",
             63,
             lambda: bundled_voice_paths("joe-us")[0],
         ),
-        parted_entry(kokoro.KOKORO_MODEL, "MARIONETTE_TTS_BACKEND=kokoro"),
+        parted_entry(kokoro.KOKORO_MODEL, "MARIONETTE_TTS_BACKEND=kokoro", default=False),
         fetched_entry(
-            f"kokoro voices ({kokoro.VOICES_PACKAGE})",
-            "MARIONETTE_TTS_BACKEND=kokoro",
+            "kokoro-voices",
+            f"MARIONETTE_TTS_BACKEND=kokoro ({kokoro.VOICES_PACKAGE} on npm)",
             28,
             lambda: kokoro.voices_path() if kokoro.voices_prepared() else None,
             kokoro.npm_missing,

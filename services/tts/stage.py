@@ -63,7 +63,10 @@ class TtsService:
             await self._speak(token, turn, "", final=True)
 
     async def _speak(self, token: PolicyToken, turn: TurnSpeech, text: str, final: bool) -> None:
-        speech = await self._synthesize(text) if text else Speech(b"", 22_050, [])
+        if text:
+            speech = await self._synthesize(text)
+        else:
+            speech = Speech(b"", self.synthesizer.sample_rate, [])
         await chunks_out.publish(
             TtsChunk(
                 session_id=token.session_id, turn_id=token.turn_id, seq=turn.index,

@@ -1,4 +1,4 @@
-"""Speech synthesis behind one small interface, with Piper as the default."""
+"""Speech synthesis behind one small interface: Piper (the default) or Kokoro."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,11 @@ class Speech:
 
 
 class SpeechSynthesizer(Protocol):
+    @property
+    def sample_rate(self) -> int:
+        """Of every Speech it returns, so an empty chunk can carry the same."""
+        ...
+
     def synthesize(self, text: str) -> Speech:
         """Blocking: call it from a worker thread."""
         ...
@@ -69,6 +74,7 @@ class PiperSynthesizer:
         model, config = _voice_paths(settings.voice)
         # Alignments give per-phoneme timings for lip-sync; they need the onnx package.
         self._voice = PiperVoice.load(model, config, include_alignments=True)
+        self.sample_rate: int = self._voice.config.sample_rate
         variation = settings.variation
         self._config = SynthesisConfig(
             length_scale=1.0 / settings.speed,
@@ -79,7 +85,7 @@ class PiperSynthesizer:
     def synthesize(self, text: str) -> Speech:
         chunks = list(self._voice.synthesize(text, self._config, include_alignments=True))
         if not chunks:
-            return Speech(b"", self._voice.config.sample_rate, [])
+            return Speech(b"", self.sample_rate, [])
         pcm = b"".join(chunk.audio_int16_bytes for chunk in chunks)
         alignments: list[PhonemeTiming] = []
         start = 0
@@ -96,4 +102,9 @@ class PiperSynthesizer:
 
 
 def make_synthesizer(settings: TtsSettings) -> SpeechSynthesizer:
+    if settings.backend == "kokoro":
+        # Imported here: that module imports this one, and needs the optional kokoro extra.
+        from services.tts.kokoro import KokoroSynthesizer
+
+        return KokoroSynthesizer(settings)
     return PiperSynthesizer(settings)

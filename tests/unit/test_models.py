@@ -86,8 +86,8 @@ def test_marionette_models_lists_and_prepares_the_bundled_models(tmp_path: Path)
 
     before = models()
     assert before["qwen2.5-0.5b"]["state"] == "not prepared"
-    assert before["faster-whisper tiny.en"]["state"] == "ready"
-    assert before["piper joe-us"]["state"] == "ready"
-    after = models("--prepare")
+    assert before["whisper-tiny.en"]["state"] == "ready"
+    assert before["piper-joe-us"]["state"] == "ready"
+    after = models("--prepare", "qwen2.5-0.5b")
     assert after["qwen2.5-0.5b"]["state"] == "ready"
     assert Path(after["qwen2.5-0.5b"]["detail"]).parent == tmp_path / "models"
