@@ -6,6 +6,7 @@ its asr.final and timed with services.bench.timeline.
 """
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.causes import cause_from_headers
 from services.bus.partitions import stream_for, streams_of
 from services.bus.wire import StreamEntry, decode_entry
+
+log = logging.getLogger("marionette.bench")
 
 TURN_TIMEOUT_S = 120.0
 HEARD_TIMEOUT_S = 20.0
@@ -78,6 +81,9 @@ class Microphone:
         self.queue: list[bytes] = []
         self.added_at: dict[int, float] = {}  # seq -> when its entry was added
         self.seq = 0
+        # Stopped by a flag, not by cancelling: a cancellation that lands inside redis-py's
+        # socket read can be lost, and the loop would then publish forever.
+        self.stopped = asyncio.Event()
 
     def say(self, pcm: bytes) -> int:
         """Queue an utterance; returns the seq of its first frame."""
@@ -88,7 +94,7 @@ class Microphone:
 
     async def stream(self) -> None:
         started = time.monotonic()
-        while True:
+        while not self.stopped.is_set():
             await asyncio.sleep(max(0.0, started + self.seq * FRAME_S - time.monotonic()))
             pcm = self.queue.pop(0) if self.queue else b"\0" * FRAME_BYTES
             frame = AudioFrame(
@@ -195,8 +201,11 @@ async def run_turns(
                     if number >= warmup:
                         results.append(result)
             finally:
-                streaming.cancel()
-                await asyncio.gather(streaming, return_exceptions=True)
+                mic.stopped.set()
+                try:
+                    await asyncio.wait_for(streaming, timeout=5)
+                except TimeoutError:
+                    log.warning("the bench microphone did not stop; abandoning it")
     finally:
         await client.aclose()
     return results

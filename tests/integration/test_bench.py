@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ from services.bench.timeline import PARTS
 from services.bench.utterances import QUESTIONS
 from tests.helpers import word_error_rate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+BENCH_TIMEOUT_S = 400
 
 
 def test_bench_times_a_turn_through_the_live_pipeline(tmp_path: Path) -> None:
@@ -26,14 +29,20 @@ def test_bench_times_a_turn_through_the_live_pipeline(tmp_path: Path) -> None:
         "MARIONETTE_PLAYBACK_WAV_DIR": str(tmp_path / "playback"),
     }  # fmt: skip
     log = tmp_path / "bench.log"
-    done = subprocess.run(
+    bench = subprocess.Popen(
         [sys.executable, "-m", "services", "bench", "--utterances", "1", "--warmup", "0",
          "--json", "--log", str(log)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=tmp_path,
     )  # fmt: skip
+    try:
+        stdout, stderr = bench.communicate(timeout=BENCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        bench.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is
+        stdout, stderr = bench.communicate()
     stages_log = log.read_text() if log.exists() else "(no log)"
-    assert done.returncode == 0, done.stderr + stages_log[-3000:]
-    report = json.loads(done.stdout)
+    assert bench.returncode == 0, stderr[-6000:] + stages_log[-3000:]
+    report = json.loads(stdout)
 
     [turn] = report["turns"]
     assert turn["error"] == ""
