@@ -114,6 +114,7 @@ class PolicyService:
         self.memories = MemoryStore(client, settings.memory_window_s)
         self.moderator = Moderator(settings.rules_dir)
         self._session_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._folds: dict[str, asyncio.Task[None]] = {}  # per session: a summary in progress
 
     def generation(self, turn: Turn) -> Generation:
         seed = self.settings.seed
@@ -128,11 +129,16 @@ class PolicyService:
             messages.append(
                 {"role": "system", "content": f"Earlier in this stream: {memory.summary}"}
             )
-        messages += memory.as_prompt()
+        # Folds can be cancelled by new turns, so the recent messages are capped here too.
+        messages += memory.as_prompt()[-self.settings.memory_messages :]
         messages.append({"role": "user", "content": turn.as_user_message()})
         return messages
 
     async def answer(self, turn: Turn) -> str:
+        # A summary between turns must not delay a viewer who is waiting: it gives way.
+        fold = self._folds.pop(turn.session_id, None)
+        if fold is not None:
+            fold.cancel()
         # Turns of one session, from speech and chat alike, are answered one after another.
         async with self._session_locks[turn.session_id]:
             persona = await self.personas.current()  # the turn keeps this persona
@@ -148,9 +154,39 @@ class PolicyService:
                 said = await reply.finish(status)
             memory.add("user", turn.as_user_message())
             memory.add("assistant", said)
-            await self._fold(memory)
             await self.memories.save(turn.session_id, memory)
+            if self._fold_due(memory):
+                self._fold_later(turn.session_id)
             return said
+
+    async def settled(self) -> None:
+        """Wait for the summaries in progress (tests; a clean stop)."""
+        await asyncio.gather(*self._folds.values(), return_exceptions=True)
+
+    def _fold_due(self, memory: Memory) -> bool:
+        keep = self.settings.memory_messages // 2
+        return memory.since_summary >= self.settings.summary_every and len(memory.messages) > keep
+
+    def _fold_later(self, session_id: str) -> None:
+        """Summarize once this turn is over; the session's next turn cancels it (and a
+        later turn tries again), so the summary only ever uses idle time."""
+
+        async def fold() -> None:
+            async with self._session_locks[session_id]:
+                memory = await self.memories.load(session_id)
+                if self._fold_due(memory):
+                    await self._fold(memory)
+                    await self.memories.save(session_id, memory)
+
+        def done(task: "asyncio.Task[None]") -> None:
+            if self._folds.get(session_id) is task:
+                del self._folds[session_id]
+            if not task.cancelled() and task.exception() is not None:
+                log.error("summarizing %s failed: %r", session_id, task.exception())
+
+        task = asyncio.create_task(fold(), name=f"fold-{session_id}")
+        task.add_done_callback(done)
+        self._folds[session_id] = task
 
     async def _generate(self, reply: ReplyStream, messages: Messages, turn: Turn) -> ReplyStatus:
         options = self.generation(turn)
@@ -172,8 +208,6 @@ class PolicyService:
     async def _fold(self, memory: Memory) -> None:
         """Every N messages, fold all but the most recent into the running summary."""
         keep = self.settings.memory_messages // 2
-        if memory.since_summary < self.settings.summary_every or len(memory.messages) <= keep:
-            return
         older, memory.messages = memory.messages[:-keep], memory.messages[-keep:]
         transcript = "\n".join(f"{m.role}: {m.content}" for m in older)
         request: Messages = [

@@ -316,6 +316,7 @@ async def test_older_messages_fold_into_a_summary_that_is_kept_and_prompted(
     async with StageRuntime(policy.stage, bus_settings):
         await service.answer(policy.Turn("s1", "t1", "I am Bob", "bob"))
         await service.answer(policy.Turn("s1", "t2", "my bike is red", "bob"))
+        await service.settled()  # the summary is made between turns
         restarted = policy.PolicyService(settings, backend, redis_client)  # type: ignore[arg-type]
         await restarted.answer(policy.Turn("s1", "t3", "what colour is my bike?", "bob"))
     summary_requests = [p for p in backend.prompts if p[0]["content"] == policy.SUMMARY_PROMPT]
@@ -325,3 +326,48 @@ async def test_older_messages_fold_into_a_summary_that_is_kept_and_prompted(
     assert {"role": "system", "content": "Earlier in this stream: Bob has a red bike."} in last_turn
     assert last_turn[-1]["content"] == "bob says: what colour is my bike?"
     assert last_turn[-2] == {"role": "assistant", "content": "Okay!"}, "memory holds what was said"
+
+
+class SlowSummaryBackend(ScriptedBackend):
+    """Summarizes one word a second, and notes whether a summary was cut short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries_cut_short = 0
+
+    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+        if messages[0]["content"] != policy.SUMMARY_PROMPT:
+            async for piece in super().stream(messages, options):
+                yield piece
+            return
+        self.prompts.append(messages)
+        finished = False
+        try:
+            for word in ("Bob", " has", " a", " red", " bike."):
+                await asyncio.sleep(1.0)
+                yield word
+            finished = True
+        finally:
+            self.summaries_cut_short += not finished
+
+
+async def test_a_new_turn_does_not_wait_for_a_summary(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    backend = SlowSummaryBackend()
+    settings = PolicySettings(summary_every=4, memory_messages=2)
+    service = policy.PolicyService(settings, backend, redis_client)  # type: ignore[arg-type]
+    async with StageRuntime(policy.stage, bus_settings):
+        await service.answer(policy.Turn("s2", "t1", "I am Bob", "bob"))
+        await service.answer(policy.Turn("s2", "t2", "my bike is red", "bob"))
+        await asyncio.sleep(0.2)  # the summary has begun
+        await service.answer(policy.Turn("s2", "t3", "hello again", "bob"))
+        # The summary gave way to the turn, and is tried again after it.
+        assert backend.summaries_cut_short == 1
+        await service.settled()
+    assert backend.summaries_cut_short == 1
+    summaries = [p for p in backend.prompts if p[0]["content"] == policy.SUMMARY_PROMPT]
+    assert len(summaries) == 2
+    memory = await service.memories.load("s2")
+    assert memory.summary == "Bob has a red bike."
+    assert len(memory.messages) == 1  # memory_messages // 2 kept word for word
