@@ -1,7 +1,8 @@
 """Drive the live pipeline like a microphone would, and time each turn from the streams.
 
 A bench session streams 20 ms frames in real time without a pause: an utterance, then
-silence until the reply's last tts.chunk, then the next utterance. Each turn is found by
+silence until the reply has played (or, without a playback stage, until its last
+tts.chunk), then the next utterance. Each turn is found by
 its asr.final and timed with services.bench.timeline.
 """
 
@@ -17,7 +18,14 @@ from redis.asyncio import Redis
 
 from contracts import AudioFrame
 from contracts.envelope import Envelope
-from contracts.topics import ASR_FINAL, AUDIO_FRAME, POLICY_TOKEN, TTS_CHUNK, Topic
+from contracts.topics import (
+    ASR_FINAL,
+    AUDIO_FRAME,
+    PLAYBACK_PROGRESS,
+    POLICY_TOKEN,
+    TTS_CHUNK,
+    Topic,
+)
 from services.bench.timeline import Published, breakdown
 from services.bench.utterances import FRAME_BYTES, FRAME_S, Utterance
 from services.bus import BusSettings, Stage, StageRuntime
@@ -122,12 +130,29 @@ async def wait_for_stages(client: Redis, partitions: int, timeout_s: float = 300
             await asyncio.sleep(0.2)
 
 
+async def _listen_to_the_end(progress: StreamWatcher, turn_id: str) -> None:
+    """Like a viewer, speak again only once the reply has played (where playback runs)."""
+    playing = False
+    deadline = time.monotonic() + TURN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for message, _ in await progress.new():
+            if message.turn_id != turn_id:
+                continue
+            playing = True
+            if getattr(message, "state", "") == "finished":
+                return
+        if not playing:
+            return  # no playback stage in this system
+        await asyncio.sleep(0.1)
+
+
 async def _one_turn(
     mic: Microphone,
     utterance: Utterance,
     finals: StreamWatcher,
     tokens: StreamWatcher,
     chunks: StreamWatcher,
+    progress: StreamWatcher,
 ) -> TurnResult:
     result = TurnResult(utterance.text)
     first_seq = mic.say(utterance.pcm)
@@ -165,6 +190,7 @@ async def _one_turn(
     if first_token is None or first_chunk is None:
         result.error = "the reply had no tokens or no audio"
         return result
+    await _listen_to_the_end(progress, result.turn_id)
     # The frame holding the last speech sample was added when it was full; the speech
     # itself ended that much earlier.
     samples_after = FRAME_BYTES // 2 - end_sample % (FRAME_BYTES // 2)
@@ -187,16 +213,16 @@ async def run_turns(
     results: list[TurnResult] = []
     try:
         await wait_for_stages(client, bus.partitions)
-        finals, tokens, chunks = (
+        finals, tokens, chunks, progress = (
             StreamWatcher(client, topic, session, bus.partitions)
-            for topic in (ASR_FINAL, POLICY_TOKEN, TTS_CHUNK)
+            for topic in (ASR_FINAL, POLICY_TOKEN, TTS_CHUNK, PLAYBACK_PROGRESS)
         )
         async with StageRuntime(stage, bus):
             mic = Microphone(frames, session)
             streaming = asyncio.create_task(mic.stream())
             try:
                 for number, utterance in enumerate(utterances):
-                    result = await _one_turn(mic, utterance, finals, tokens, chunks)
+                    result = await _one_turn(mic, utterance, finals, tokens, chunks, progress)
                     report(number, result)
                     if number >= warmup:
                         results.append(result)

@@ -106,6 +106,9 @@ class ReplyStream:
         return reply
 
 
+WARM_UP = Generation(temperature=0.0, max_tokens=1, seed=0)
+
+
 class PolicyService:
     def __init__(self, settings: PolicySettings, backend: ChatBackend, client: Redis) -> None:
         self.settings = settings
@@ -122,7 +125,8 @@ class PolicyService:
             seed = zlib.crc32(f"{turn.session_id}:{turn.turn_id}".encode()) & 0x7FFFFFFF
         return Generation(self.settings.temperature, self.settings.max_tokens, seed)
 
-    def prompt(self, persona: Persona, memory: Memory, turn: Turn) -> Messages:
+    def prompt(self, persona: Persona, memory: Memory, turn: Turn | None) -> Messages:
+        """The request for a turn; without one, the prefix the session's next turn shares."""
         system = persona.system_prompt()
         messages: Messages = [{"role": "system", "content": system}, *persona.few_shot()]
         if memory.summary:
@@ -131,7 +135,8 @@ class PolicyService:
             )
         # Folds can be cancelled by new turns, so the recent messages are capped here too.
         messages += memory.as_prompt()[-self.settings.memory_messages :]
-        messages.append({"role": "user", "content": turn.as_user_message()})
+        if turn is not None:
+            messages.append({"role": "user", "content": turn.as_user_message()})
         return messages
 
     async def answer(self, turn: Turn) -> str:
@@ -177,6 +182,10 @@ class PolicyService:
                 if self._fold_due(memory):
                     await self._fold(memory)
                     await self.memories.save(session_id, memory)
+                    # The summary's own request displaced the session's prompt in the
+                    # model's cache: evaluate the next turn's prefix now, while idle.
+                    persona = await self.personas.current()
+                    await complete(self.backend, self.prompt(persona, memory, None), WARM_UP)
 
         def done(task: "asyncio.Task[None]") -> None:
             if self._folds.get(session_id) is task:

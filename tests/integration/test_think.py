@@ -324,6 +324,11 @@ async def test_older_messages_fold_into_a_summary_that_is_kept_and_prompted(
     assert "bob says: I am Bob" in summary_requests[0][1]["content"]
     last_turn = backend.prompts[-1]
     assert {"role": "system", "content": "Earlier in this stream: Bob has a red bike."} in last_turn
+    # After summarizing, the next turn's prompt prefix was evaluated ahead (the model's
+    # prompt cache then holds it, not the summary request).
+    warmed = backend.prompts[backend.prompts.index(summary_requests[0]) + 1]
+    assert warmed[-1]["role"] != "user"
+    assert last_turn[: len(warmed)] == warmed
     assert last_turn[-1]["content"] == "bob says: what colour is my bike?"
     assert last_turn[-2] == {"role": "assistant", "content": "Okay!"}, "memory holds what was said"
 
