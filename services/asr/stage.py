@@ -27,6 +27,7 @@ from services.asr.recognizer import FasterWhisperRecognizer, SpeechRecognizer, T
 from services.asr.settings import AsrSettings
 from services.asr.vad import make_vad
 from services.bus import BusSettings, Stage, StageRuntime
+from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
 
 log = logging.getLogger("marionette.asr")
@@ -180,27 +181,21 @@ class AsrService:
         )  # fmt: skip
 
 
-_service: AsrService | None = None
-_loading = asyncio.Lock()
+async def build_service() -> AsrService:
+    settings = load_settings(AsrSettings)
+    recognizer = await asyncio.to_thread(FasterWhisperRecognizer, settings)
+    return AsrService(settings, recognizer)
 
 
-async def service() -> AsrService:
-    """Built on first use (the model loads in a thread), so that importing loads nothing."""
-    global _service
-    async with _loading:
-        if _service is None:
-            settings = load_settings(AsrSettings)
-            recognizer = await asyncio.to_thread(FasterWhisperRecognizer, settings)
-            _service = AsrService(settings, recognizer)
-    return _service
+service = ServiceSlot(build_service)
 
 
 @stage.consumer(AUDIO_FRAME)
 async def on_frame(frame: AudioFrame) -> None:
-    await (await service()).handle(frame)
+    await (await service.get()).handle(frame)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:
     """`marionette run asr`: load the model first, then consume."""
-    await service()
+    await service.get()
     await StageRuntime(stage, bus).run(stop)

@@ -10,6 +10,7 @@ from contracts.topics import AVATAR_EXPR, TTS_CHUNK
 from services.avatar.mouth import mouth_track
 from services.avatar.settings import AvatarSettings
 from services.bus import BusSettings, Stage, StageRuntime
+from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
 
 log = logging.getLogger("marionette.avatar")
@@ -80,25 +81,22 @@ class AvatarService:
                 )  # fmt: skip
 
 
-_service: AvatarService | None = None
+async def build_service() -> AvatarService:
+    return AvatarService(load_settings(AvatarSettings))
 
 
-def service() -> AvatarService:
-    global _service
-    if _service is None:
-        _service = AvatarService(load_settings(AvatarSettings))
-    return _service
+service = ServiceSlot(build_service)
 
 
 @stage.consumer(TTS_CHUNK)
 async def on_chunk(chunk: TtsChunk) -> None:
-    await service().handle(chunk)
+    await (await service.get()).handle(chunk)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:
     """`marionette run avatar`: consume, and blink while running."""
     async with StageRuntime(stage, bus):
-        blinking = asyncio.create_task(service().blink_forever())
+        blinking = asyncio.create_task((await service.get()).blink_forever())
         try:
             await stop.wait()
         finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from contracts import PlaybackProgress, TtsChunk
 from contracts.topics import PLAYBACK_PROGRESS, TTS_CHUNK
 from services.bus import BusSettings, Stage, StageRuntime
+from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
 from services.playback.settings import PlaybackSettings
 from services.playback.sinks import AudioSink, open_sink
@@ -75,24 +76,21 @@ class PlaybackService:
         turn.seq += 1
 
 
-_service: PlaybackService | None = None
+async def build_service() -> PlaybackService:
+    settings = load_settings(PlaybackSettings)
+    sink = open_sink(settings.output, settings.device, settings.wav_dir, settings.realtime)
+    log.info("playback to %s", type(sink).__name__)
+    return PlaybackService(settings, sink)
 
 
-def service() -> PlaybackService:
-    global _service
-    if _service is None:
-        settings = load_settings(PlaybackSettings)
-        sink = open_sink(settings.output, settings.device, settings.wav_dir, settings.realtime)
-        log.info("playback to %s", type(sink).__name__)
-        _service = PlaybackService(settings, sink)
-    return _service
+service = ServiceSlot(build_service)
 
 
 @stage.consumer(TTS_CHUNK)
 async def on_chunk(chunk: TtsChunk) -> None:
-    await service().handle(chunk)
+    await (await service.get()).handle(chunk)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:
-    service()
+    await service.get()  # says which sink it plays to before the first reply
     await StageRuntime(stage, bus).run(stop)

@@ -19,6 +19,7 @@ from contracts.limits import MAX_REPLY_CHARS, MAX_TOKEN_CHARS
 from contracts.policy import ReplyStatus
 from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, POLICY_TOKEN
 from services.bus import BusSettings, Stage, StageRuntime
+from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
 from services.policy.backends import (
     BackendFailed,
@@ -240,41 +241,37 @@ class PolicyService:
             log.info("persona is now %s (%s)", persona.name, persona.style)
 
 
-_service: PolicyService | None = None
-_loading = asyncio.Lock()
-
-
 async def start_service(bus: BusSettings, settings: PolicySettings | None = None) -> PolicyService:
     """Check the backend answers and make the service the handlers use."""
-    global _service
-    async with _loading:
-        settings = settings or load_settings(PolicySettings)
-        backend = make_backend(settings)
-        await backend.check()
-        _service = PolicyService(settings, backend, Redis.from_url(bus.redis_url or ""))
-    return _service
+    settings = settings or load_settings(PolicySettings)
+    backend = make_backend(settings)
+    await backend.check()
+    started = PolicyService(settings, backend, Redis.from_url(bus.redis_url or ""))
+    service.put(started)
+    return started
 
 
-async def service() -> PolicyService:
-    if _service is None:
-        return await start_service(load_settings(BusSettings))
-    return _service
+async def build_service() -> PolicyService:
+    return await start_service(load_settings(BusSettings))
+
+
+service = ServiceSlot(build_service)
 
 
 @stage.consumer(ASR_FINAL)
 async def on_speech(final: AsrFinal) -> None:
-    await (await service()).answer(Turn(final.session_id, final.turn_id or "t", final.text))
+    await (await service.get()).answer(Turn(final.session_id, final.turn_id or "t", final.text))
 
 
 @stage.consumer(CHAT_MESSAGE)
 async def on_chat(chat: ChatMessage) -> None:
     turn = Turn(chat.session_id, chat.turn_id or f"c{chat.seq}", chat.text, chat.author)
-    await (await service()).answer(turn)
+    await (await service.get()).answer(turn)
 
 
 @stage.consumer(CONTROL)
 async def on_control(message: Control) -> None:
-    await (await service()).control(message)
+    await (await service.get()).control(message)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:

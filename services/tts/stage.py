@@ -14,6 +14,7 @@ from contracts import PolicyToken, TtsChunk
 from contracts.limits import MAX_EXPRESSIONS
 from contracts.topics import POLICY_TOKEN, TTS_CHUNK
 from services.bus import BusSettings, Stage, StageRuntime
+from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
 from services.tts.normalize import normalize_for_speech
 from services.tts.settings import TtsSettings
@@ -84,26 +85,21 @@ class TtsService:
             return await asyncio.to_thread(self.synthesizer.synthesize, spoken)
 
 
-_service: TtsService | None = None
-_loading = asyncio.Lock()
+async def build_service() -> TtsService:
+    settings = load_settings(TtsSettings)
+    synthesizer = await asyncio.to_thread(make_synthesizer, settings)
+    return TtsService(settings, synthesizer)
 
 
-async def service() -> TtsService:
-    global _service
-    async with _loading:
-        if _service is None:
-            settings = load_settings(TtsSettings)
-            synthesizer = await asyncio.to_thread(make_synthesizer, settings)
-            _service = TtsService(settings, synthesizer)
-    return _service
+service = ServiceSlot(build_service)
 
 
 @stage.consumer(POLICY_TOKEN)
 async def on_token(token: PolicyToken) -> None:
-    await (await service()).handle(token)
+    await (await service.get()).handle(token)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:
     """`marionette run tts`: load the voice, then consume."""
-    await service()
+    await service.get()
     await StageRuntime(stage, bus).run(stop)

@@ -102,16 +102,16 @@ def tokens_of(text: str, session: str, turn: str) -> list[PolicyToken]:
 def kokoro_stage(voices: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The stage loads its synthesizer from the environment, as `marionette run tts` does."""
     monkeypatch.setenv("MARIONETTE_TTS_BACKEND", "kokoro")
-    previous, tts._service = tts._service, None
+    previous = tts.service.put(None)
     yield
-    tts._service = previous
+    tts.service.put(previous)
 
 
 @pytest.mark.usefixtures("kokoro_stage")
 async def test_the_tts_stage_speaks_a_streamed_reply_with_kokoro(
     bus_settings: BusSettings, redis_client: Redis
 ) -> None:
-    assert isinstance((await tts.service()).synthesizer, kokoro_files.KokoroSynthesizer)
+    assert isinstance((await tts.service.get()).synthesizer, kokoro_files.KokoroSynthesizer)
     policy = Stage("policy-stand-in")
     tokens = policy.publisher(POLICY_TOKEN)
     async with StageRuntime(tts.stage, bus_settings), StageRuntime(policy, bus_settings):

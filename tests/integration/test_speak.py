@@ -111,19 +111,20 @@ def tokens_of(text: str, session: str, turn: str) -> list[PolicyToken]:
 
 @pytest.fixture
 def playback_dir(tmp_path: Path) -> Iterator[Path]:
-    previous = playback._service
-    playback._service = playback.PlaybackService(
-        PlaybackSettings(realtime=False), WavSink(tmp_path, realtime=False)
+    previous = playback.service.put(
+        playback.PlaybackService(
+            PlaybackSettings(realtime=False), WavSink(tmp_path, realtime=False)
+        )
     )
     yield tmp_path
-    playback._service = previous
+    playback.service.put(previous)
 
 
 async def test_a_three_sentence_reply_is_spoken_played_and_lip_synced(
     bus_settings: BusSettings, redis_client: Redis, piper: PiperSynthesizer, playback_dir: Path
 ) -> None:
-    tts._service = tts.TtsService(TtsSettings(), piper)
-    avatar._service = avatar.AvatarService(AvatarSettings())
+    tts.service.put(tts.TtsService(TtsSettings(), piper))
+    avatar.service.put(avatar.AvatarService(AvatarSettings()))
     policy = Stage("policy-stand-in")
     tokens = policy.publisher(POLICY_TOKEN)
     async with (
@@ -189,6 +190,6 @@ async def test_chunks_out_of_order_are_played_in_order(
     chunks = [chunk(0), chunk(1), chunk(2, final=True)]
     async with StageRuntime(playback.stage, bus_settings):
         for index in (1, 0, 0, 2):  # late, early, a duplicate
-            await playback.service().handle(chunks[index])
+            await (await playback.service.get()).handle(chunks[index])
     with wave.open(str(playback_dir / "s2" / "t9.wav"), "rb") as wav:
         assert wav.readframes(wav.getnframes()) == b"".join(c.pcm for c in chunks)

@@ -100,8 +100,8 @@ async def test_persona_reaches_the_reply_and_a_control_message_switches_it(
     )
 
     async def switched() -> bool:
-        return (await policy.service()).personas.default.name == "Mari" and (
-            await (await policy.service()).personas.current()
+        return (await policy.service.get()).personas.default.name == "Mari" and (
+            await (await policy.service.get()).personas.current()
         ).name == "Grum"
 
     await wait_until(switched, what="the persona switch")
@@ -145,7 +145,7 @@ async def test_bad_inputs_get_the_safe_reply_and_do_not_change_the_persona(
             final.reply_text == "Hmm, let's talk about something else! What are you playing lately?"
         )
         assert final.expressions == ["thinking"], "the tag in the safe reply became a field"
-    persona = await (await policy.service()).personas.current()
+    persona = await (await policy.service.get()).personas.current()
     assert persona.name == "Mari"
 
 
