@@ -74,6 +74,10 @@ def _setup_logging(verbose: bool) -> None:
 def _existing_redis(settings: BusSettings) -> str:
     """REDIS_URL, or the embedded Redis of a running `marionette up`."""
     if settings.redis_url:
+        try:
+            redis.Redis.from_url(settings.redis_url, socket_timeout=3).ping()
+        except redis.RedisError as exc:
+            raise _fail(f"Redis at REDIS_URL={settings.redis_url} does not answer: {exc}") from None
         return settings.redis_url
     if STATE_FILE.exists():
         url = STATE_FILE.read_text().strip()
@@ -160,8 +164,10 @@ def devices(
     except CaptureError as exc:
         raise _fail(str(exc)) from None
     if as_json:
-        out.print_json(json.dumps(found))
+        typer.echo(json.dumps(found))
         return
+    if not found:
+        raise _fail("no microphone found; read audio from a file instead: --input FILE")
     table = Table("id", "name", "channels", "rate", title="Input devices")
     for device in found:
         table.add_row(

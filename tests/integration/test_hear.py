@@ -20,6 +20,7 @@ from contracts.topics import ASR_FINAL, ASR_PARTIAL, AUDIO_FRAME
 from services.asr.stage import stage as asr_stage
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.partitions import stream_for
+from services.bus.redis_server import free_port
 from tests.helpers import read_topic, wait_until, word_error_rate
 from tests.integration.workers import REPO_ROOT, start_marionette
 
@@ -210,15 +211,28 @@ async def test_bad_frames_are_dead_lettered_and_hearing_goes_on(
     assert word_error_rate(QUESTIONS[0], finals[0].text) <= WER_BOUND
 
 
-def test_capture_without_a_microphone_names_the_fix() -> None:
+def test_capture_without_a_microphone_names_the_fix(tmp_path: Path) -> None:
+    # A HOME without ALSA configuration: PortAudio (if installed) finds no sound card.
     result = subprocess.run(
         [sys.executable, "-m", "services", "devices"],
         capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "HOME": str(tmp_path)},
     )  # fmt: skip
-    if result.returncode == 0:
-        pytest.skip("this machine has an audio backend")
+    if result.returncode == 0 and "Input devices" in result.stdout:
+        pytest.skip("this machine has a real sound card")
+    assert result.returncode == 2
     assert "--input FILE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_capture_names_a_redis_that_does_not_answer() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "services", "capture", "--fast"],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+        env={**os.environ, "COLUMNS": "200", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "does not answer" in result.stderr
     assert "Traceback" not in result.stderr
 
 
