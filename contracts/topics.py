@@ -16,6 +16,7 @@ from contracts.tts import PlaybackProgress, TtsChunk
 M = TypeVar("M", bound=Envelope)
 
 Overflow = Literal["block", "drop_oldest"]
+Tracing = Literal["opens", "spans", "context", "off"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class Topic(Generic[M]):
 
     ordered: partitioned by session, so one consumer sees a session's messages in order.
     overflow: what a full in-process queue does: wait for room, or drop the oldest entry.
+    tracing: how its messages join a turn's trace. "spans": a span where each is published
+      and handled, inside the trace of its cause ("opens": also starts a trace when it has
+      none). "context": the trace travels in the headers but makes no spans, for high-rate
+      messages that one span of their producer covers (tokens). "off": no trace at all
+      (audio frames; asr's utterance span stands for them).
     """
 
     name: str
@@ -32,6 +38,7 @@ class Topic(Generic[M]):
     ordered: bool = True
     overflow: Overflow = "block"
     maxlen: int = DEFAULT_MAXLEN
+    tracing: Tracing = "spans"
 
 
 AUDIO_FRAME = Topic(
@@ -40,21 +47,33 @@ AUDIO_FRAME = Topic(
     "16 kHz mono s16le PCM, 20 ms per frame, from capture to asr.",
     overflow="drop_oldest",
     maxlen=AUDIO_FRAME_MAXLEN,
+    tracing="off",
 )
 ASR_SPEECH = Topic(
     "asr.speech", SpeechEvent, "Voice activity: the user started or stopped speaking."
 )
 ASR_PARTIAL = Topic("asr.partial", AsrPartial, "Interim transcripts while the user speaks.")
 ASR_FINAL = Topic("asr.final", AsrFinal, "The final transcript of an utterance; opens a turn.")
-CHAT_MESSAGE = Topic("chat.message", ChatMessage, "Viewer chat from Twitch, Discord, the panel.")
-POLICY_TOKEN = Topic("policy.token", PolicyToken, "Reply tokens, ordered per turn.")
+CHAT_MESSAGE = Topic(
+    "chat.message",
+    ChatMessage,
+    "Viewer chat from Twitch, Discord, the panel.",
+    tracing="opens",
+)
+POLICY_TOKEN = Topic(
+    "policy.token", PolicyToken, "Reply tokens, ordered per turn.", tracing="context"
+)
 TTS_CHUNK = Topic("tts.chunk", TtsChunk, "Synthesized speech, one sentence or clause a chunk.")
 PLAYBACK_PROGRESS = Topic(
     "playback.progress", PlaybackProgress, "How far the reply's audio has played."
 )
 AVATAR_EXPR = Topic("avatar.expr", AvatarExpr, "Expression and mouth track for the avatar.")
 CONTROL = Topic(
-    "control", Control, "Interrupts, persona changes, module toggles, panic.", ordered=False
+    "control",
+    Control,
+    "Interrupts, persona changes, module toggles, panic.",
+    ordered=False,
+    tracing="opens",
 )
 
 ALL_TOPICS: tuple[Topic[Envelope], ...] = (

@@ -10,3 +10,20 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2'; then
         echo "libportaudio2 is missing: install it (apt-get install libportaudio2) for the audio device tests" >&2
     fi
 fi
+
+# promtool checks observability/prometheus.yml and the dashboard's queries. Only the tool is
+# wanted, not the Prometheus service: unpack Debian's package into a cache, put it on PATH.
+PROMTOOL_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/marionette/promtool"
+if ! command -v promtool >/dev/null && [ ! -x "$PROMTOOL_DIR/usr/bin/promtool" ] \
+        && command -v apt-get >/dev/null; then
+    echo "== fetching promtool (Debian's prometheus package, unpacked, not installed)"
+    mkdir -p "$PROMTOOL_DIR"
+    ( cd "$PROMTOOL_DIR" \
+        && { apt-get download -q prometheus >/dev/null 2>&1 \
+             || { apt-get update -q >/dev/null && apt-get download -q prometheus >/dev/null; }; } \
+        && dpkg -x prometheus_*.deb . && rm -f prometheus_*.deb ) \
+        || echo "could not fetch promtool; the promtool checks will be skipped" >&2
+fi
+if [ -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
+    export PATH="$PROMTOOL_DIR/usr/bin:$PATH"
+fi

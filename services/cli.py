@@ -34,6 +34,8 @@ from services.policy.moderation import RulesError
 from services.policy.persona import PersonaError
 from services.registry import STAGES, StageMain, load_stage, stage_main
 from services.supervisor import StageFailed, Supervisor, stage_command, supervised
+from services.telemetry.settings import TelemetrySettings
+from services.telemetry.setup import stage_telemetry
 
 POLICY_ERRORS = (BackendUnavailable, ModelMissing, RulesError, PersonaError)
 
@@ -93,10 +95,15 @@ def _existing_redis(settings: BusSettings) -> str:
 def run(
     stage: Annotated[str, typer.Argument(help=f"One of: {', '.join(sorted(STAGES))}")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus /metrics here (MARIONETTE_TELEMETRY_METRICS_PORT)."),
+    ] = None,
 ) -> None:
     """Run one stage in this process (an embedded Redis when REDIS_URL is not set)."""
     _setup_logging(verbose)
     settings = _settings()
+    telemetry = _telemetry_settings(metrics_port)
     try:
         main = stage_main(stage)
     except KeyError as exc:
@@ -110,12 +117,21 @@ def run(
         console.print(f"embedded Redis at {server.url} (set REDIS_URL to share one)")
         settings = settings.model_copy(update={"redis_url": server.url})
     try:
-        asyncio.run(_run_until_signal(main, settings))
+        with stage_telemetry(stage, telemetry):
+            asyncio.run(_run_until_signal(main, settings))
     except (ConfigError, CaptureError, *POLICY_ERRORS) as exc:
         raise _fail(str(exc)) from None
     finally:
         if server is not None:
             server.close()
+
+
+def _telemetry_settings(metrics_port: int | None = None) -> TelemetrySettings:
+    overrides = {} if metrics_port is None else {"metrics_port": metrics_port}
+    try:
+        return load_settings(TelemetrySettings, **overrides)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 async def _run_until_signal(main: StageMain, settings: BusSettings) -> None:
@@ -202,11 +218,18 @@ def up(
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            help="Stages serve /metrics from this port on, one each, in the order listed; 0: off."
+        ),
+    ] = 9464,
 ) -> None:
     """Start Redis (embedded unless REDIS_URL is set) and every stage, each a supervised
     process: restarted when it crashes, its log lines prefixed with its name."""
     _setup_logging(False)
     settings = _settings()
+    _telemetry_settings()  # a bad telemetry setting fails here, not in every stage
     chosen = [s for s in (stages or sorted(STAGES)) if s not in set(skip or [])]
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
@@ -224,8 +247,15 @@ def up(
         STATE_FILE.parent.mkdir(exist_ok=True)
         STATE_FILE.write_text(url)
     console.print(f"Redis at [bold]{url}[/]; stages: {', '.join(chosen)}; Ctrl-C stops")
+    ports = {name: metrics_port + i if metrics_port else None for i, name in enumerate(chosen)}
+    if metrics_port:
+        listed = ", ".join(f"{name} :{port}" for name, port in ports.items())
+        console.print(
+            f"metrics: http://127.0.0.1:PORT/metrics ({listed}); `marionette trace` "
+            "shows the latest turns"
+        )
     supervisor = Supervisor(
-        {name: stage_command(name) for name in chosen},
+        {name: stage_command(name, ports[name]) for name in chosen},
         {**os.environ, "REDIS_URL": url},
         _line_printer(chosen),
     )
@@ -361,6 +391,45 @@ def bench(
     if missed:
         out.print(f"[red]{len(missed)} turn(s) failed:[/] " + "; ".join(t.error for t in missed))
         raise typer.Exit(code=1)
+
+
+@app.command("trace")
+def trace_command(
+    turn: Annotated[
+        str | None, typer.Argument(help="A turn id (or the start of one); default: the latest.")
+    ] = None,
+    last: Annotated[int, typer.Option("--last", "-n", help="How many latest turns.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+) -> None:
+    """Waterfalls of the latest turns (or of one, span by span) from the local span store."""
+    from services.telemetry.render import print_spans, print_turn
+    from services.telemetry.span_store import read_spans
+    from services.telemetry.waterfall import turn_waterfalls
+
+    settings = _telemetry_settings()
+    turns = turn_waterfalls(read_spans(settings.trace_dir))
+    if not turns:
+        raise _fail(
+            f"no traced turns in {settings.trace_dir}: run `marionette up` and speak (or "
+            "chat); MARIONETTE_TELEMETRY_TRACES must be local or both"
+        )
+    if turn is not None:
+        turns = [t for t in turns if t.turn_id == turn] or [
+            t for t in turns if t.turn_id.startswith(turn)
+        ]
+        if not turns:
+            raise _fail(f"no turn {turn!r} in {settings.trace_dir}; `marionette trace` lists them")
+        turns = turns[-1:]
+    else:
+        turns = turns[-max(last, 1) :]
+    if as_json:
+        for one in turns:
+            typer.echo(json.dumps(one.to_json(with_spans=turn is not None)))
+        return
+    for one in turns:
+        print_turn(out, one)
+        if turn is not None:
+            print_spans(out, one)
 
 
 @dlq_app.command("list")

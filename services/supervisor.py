@@ -165,8 +165,9 @@ def _describe(code: int) -> str:
     return f"exit {code}"
 
 
-def stage_command(name: str) -> list[str]:
-    return [sys.executable, "-m", "services", "run", name]
+def stage_command(name: str, metrics_port: int | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "services", "run", name]
+    return argv if metrics_port is None else [*argv, "--metrics-port", str(metrics_port)]
 
 
 def supervised() -> bool:

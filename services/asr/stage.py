@@ -6,17 +6,26 @@ usually done; new speech in between cancels it. The recognizer does one job at a
 and a job that is no longer wanted when its turn comes (a partial once the final has
 started, a speculation the speaker talked over) is skipped, so the final never waits
 behind stale work.
+
+Each utterance is one span, the root of its turn's trace: it starts at the capture time
+of the first speech frame, marks the end of speech, and ends when the final is out.
+Everything asr publishes about the utterance is inside it; frames get no spans.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from contracts import AsrFinal, AsrPartial, AudioFrame, SpeechEvent
 from contracts.topics import ASR_FINAL, ASR_PARTIAL, ASR_SPEECH, AUDIO_FRAME
 from services.asr.endpointer import (
     Endpointer,
+    Event,
     FinalReady,
     PartialDue,
     SpeculationCancelled,
@@ -29,8 +38,11 @@ from services.asr.vad import make_vad
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
+from services.bus.tracing import turn_attributes
+from services.telemetry.metrics import ASR_FINAL_LATENCY
 
 log = logging.getLogger("marionette.asr")
+tracer = trace.get_tracer("marionette.asr")
 
 stage = Stage("asr")
 speech_events = stage.publisher(ASR_SPEECH)
@@ -53,6 +65,11 @@ class SessionListener:
     partial_seq: int = 0
     final_started: bool = False
     speculation: Speculation | None = None
+    span: trace.Span = trace.INVALID_SPAN  # the current utterance's
+    wall_offset_s: float = 0.0  # capture time minus audio time, from the latest frame
+
+    def wall_ns(self, audio_s: float) -> int:
+        return round((self.wall_offset_s + audio_s) * 1e9)
 
 
 def _log_failure(task: "asyncio.Task[object]") -> None:
@@ -89,32 +106,51 @@ class AsrService:
     async def handle(self, frame: AudioFrame) -> None:
         listener = self._listener(frame)
         at_s = frame.seq * frame.duration_ms / 1000
+        listener.wall_offset_s = frame.captured_at - at_s
         for event in listener.endpointer.push(frame.pcm, at_s):
             if isinstance(event, SpeechStarted):
-                await self._on_start(frame.session_id, listener, event)
-            elif isinstance(event, PartialDue):
-                self._start_partial(frame.session_id, listener, event.audio)
-            elif isinstance(event, SpeculationCancelled):
-                listener.speculation = None
-            elif isinstance(event, SpeechEnded):
-                await speech_events.publish(
-                    SpeechEvent(
-                        session_id=frame.session_id, turn_id=listener.turn_id, seq=1,
-                        state="end", at_s=event.speech_end_s,
-                    )
-                )  # fmt: skip
-            elif event.endpoint:
-                await self._finish(frame.session_id, listener, event)
-            else:
-                self._speculate(listener, event.audio)
+                self._open_utterance(frame.session_id, listener, event)
+            with trace.use_span(listener.span):
+                await self._on_event(frame.session_id, listener, event)
 
-    async def _on_start(
+    async def _on_event(self, session: str, listener: SessionListener, event: Event) -> None:
+        if isinstance(event, SpeechStarted):
+            await self._on_start(session, listener, event)
+        elif isinstance(event, PartialDue):
+            self._start_partial(session, listener, event.audio)
+        elif isinstance(event, SpeculationCancelled):
+            listener.speculation = None
+        elif isinstance(event, SpeechEnded):
+            listener.span.add_event("speech_end", timestamp=listener.wall_ns(event.speech_end_s))
+            await speech_events.publish(
+                SpeechEvent(
+                    session_id=session, turn_id=listener.turn_id, seq=1,
+                    state="end", at_s=event.speech_end_s,
+                )
+            )  # fmt: skip
+        elif event.endpoint:
+            await self._finish(session, listener, event)
+        else:
+            self._speculate(listener, event.audio)
+
+    def _open_utterance(
         self, session: str, listener: SessionListener, event: SpeechStarted
     ) -> None:
         # Derived from the capture run and its audio timeline, so a replay of the same
         # frames gets the same turn ids, and a new capture run new ones.
         run = f"{listener.capture_run}." if listener.capture_run else ""
         listener.turn_id = f"{run}u{round(event.utterance_start_s * 1000)}"
+        listener.span.end()  # an utterance that never reached its final (no-op when none)
+        listener.span = tracer.start_span(
+            "asr.utterance",
+            context=Context(),  # a new trace: one per turn
+            start_time=listener.wall_ns(event.speech_start_s),
+            attributes=turn_attributes(session, listener.turn_id),
+        )
+
+    async def _on_start(
+        self, session: str, listener: SessionListener, event: SpeechStarted
+    ) -> None:
         listener.speech_start_s = event.speech_start_s
         listener.partial_seq = 0
         listener.final_started = False
@@ -158,6 +194,16 @@ class AsrService:
         self._background(asyncio.create_task(run()))
 
     async def _finish(self, session: str, listener: SessionListener, event: FinalReady) -> None:
+        listener.span.add_event("endpoint")
+        try:
+            await self._publish_final(session, listener, event)
+        finally:
+            listener.span.end()
+            listener.span = trace.INVALID_SPAN
+
+    async def _publish_final(
+        self, session: str, listener: SessionListener, event: FinalReady
+    ) -> None:
         listener.final_started = True
         speculation, listener.speculation = listener.speculation, None
         transcript = None
@@ -168,6 +214,7 @@ class AsrService:
         if transcript is None:
             transcript = await self._transcribe(event.audio)
         assert transcript is not None
+        listener.span.set_attribute("marionette.text", transcript.text[:200])
         if not transcript.text:
             log.info("%s/%s: no words in that utterance", session, listener.turn_id)
             return
@@ -179,6 +226,7 @@ class AsrService:
                 speech_start_s=event.speech_start_s, speech_end_s=event.speech_end_s,
             )
         )  # fmt: skip
+        ASR_FINAL_LATENCY.observe(time.time() - listener.wall_ns(event.speech_end_s) / 1e9)
 
 
 async def build_service() -> AsrService:

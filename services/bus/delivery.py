@@ -27,6 +27,7 @@ from services.bus.recovery import (
     raise_if_cancelling,
 )
 from services.bus.settings import BusSettings
+from services.bus.tracing import handled_envelope
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry
 
 log = logging.getLogger("marionette.bus")
@@ -112,6 +113,7 @@ class EntryProcessor:
         while True:
             self.in_flight[(entry.stream, entry.entry_id)] = time.monotonic()
             cause_token = current_cause.set(cause)
+            envelope_token = handled_envelope.set(envelope)
             try:
                 await self.subscriber.process_message(
                     DefaultStreamMessage(
@@ -144,6 +146,7 @@ class EntryProcessor:
                 await asyncio.sleep(delay_s)
             finally:
                 current_cause.reset(cause_token)
+                handled_envelope.reset(envelope_token)
                 self.in_flight.pop((entry.stream, entry.entry_id), None)
 
         return "handled" if await self._commit(entry, envelope) else "abandoned"

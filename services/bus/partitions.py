@@ -2,7 +2,8 @@
 
 import zlib
 
-from contracts.topics import Topic
+from contracts.envelope import Envelope
+from contracts.topics import ALL_TOPICS, Topic
 
 
 def partition_of(session_id: str, partitions: int) -> int:
@@ -25,3 +26,14 @@ def streams_of(topic: Topic[object], partitions: int) -> list[str]:  # type: ign
     if not topic.ordered:
         return [topic.name]
     return [partition_stream(topic.name, p) for p in range(partitions)]
+
+
+def topic_of_stream(stream: str) -> Topic[Envelope] | None:
+    """The topic a stream carries (`audio.frame.p3` -> audio.frame), None for other streams."""
+    for topic in ALL_TOPICS:
+        if stream == topic.name:
+            return topic
+        suffix = stream.removeprefix(f"{topic.name}.p")
+        if topic.ordered and suffix != stream and suffix.isdigit():
+            return topic
+    return None

@@ -32,14 +32,16 @@ from redis.asyncio import Redis
 from contracts.envelope import Envelope
 from contracts.topics import Topic
 from services.bus.causes import cause_headers
+from services.bus.dead_letters import dead_letter_stream
 from services.bus.dedup import Deduplicator, HandledIds, HighWaterMarks
 from services.bus.delivery import ConsumerStats, EntryProcessor
 from services.bus.faststream_bridge import make_broker, start_without_fetch_loops
 from services.bus.leases import PartitionLeases
-from services.bus.partitions import stream_for
+from services.bus.partitions import stream_for, streams_of
 from services.bus.readers import PartitionedReader, SharedReader
 from services.bus.recovery import REDIS_UNAVAILABLE, Backoff, raise_if_cancelling
 from services.bus.settings import BusSettings
+from services.telemetry import metrics
 
 log = logging.getLogger("marionette.bus")
 
@@ -157,7 +159,7 @@ class StageRuntime:
         self.stage = stage
         self.settings = settings
         self.replica_id = replica_id or new_replica_id(stage.name)
-        self.broker: RedisBroker = make_broker(settings.redis_url, stage.router)
+        self.broker: RedisBroker = make_broker(settings.redis_url, stage.router, stage.name)
         # A blocking XREADGROUP must not hit the socket timeout (redis-py's default is 5 s).
         self.client: Redis = Redis.from_url(
             settings.redis_url,
@@ -172,10 +174,35 @@ class StageRuntime:
     def stats(self, topic_name: str) -> ConsumerStats:
         return self.processors[topic_name].stats
 
+    # What /metrics reads (services.telemetry.metrics.WatchedRuntime).
+    @property
+    def group(self) -> str:
+        return self.stage.name
+
+    @property
+    def redis_url(self) -> str:
+        return self.settings.redis_url or ""
+
+    def consumer_counts(self) -> dict[str, ConsumerStats]:
+        return {name: processor.stats for name, processor in self.processors.items()}
+
+    def consumed_streams(self) -> list[tuple[str, str]]:
+        return [
+            (spec.topic.name, stream)
+            for spec in self.stage.consumers
+            for stream in streams_of(spec.topic, self.settings.partitions)
+        ]
+
+    def dead_letter_streams(self) -> dict[str, str]:
+        return {
+            spec.topic.name: dead_letter_stream(spec.topic.name) for spec in self.stage.consumers
+        }
+
     async def start(self) -> None:
         await start_without_fetch_loops(self.broker)
         for publisher in self.stage.publishers:
             publisher.bind(self.settings)
+        self.processors, self._readers = {}, []  # a restarted runtime starts afresh
         for spec in self.stage.consumers:
             processor = EntryProcessor(
                 client=self.client,
@@ -189,6 +216,7 @@ class StageRuntime:
             self.processors[spec.topic.name] = processor
             self._readers.append(self._reader(processor))
         self._task = asyncio.create_task(self._read_all(), name=f"{self.stage.name}-readers")
+        metrics.watch(self)
 
     def _deduplicator(self, topic: Topic[Any]) -> Deduplicator:
         kind = HighWaterMarks if topic.ordered else HandledIds
@@ -215,6 +243,7 @@ class StageRuntime:
 
     async def stop(self) -> None:
         """Finish in-flight entries, hand partitions back, disconnect."""
+        metrics.unwatch(self)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

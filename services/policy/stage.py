@@ -4,14 +4,21 @@ A turn: moderate the input, build the prompt (persona, memory summary, recent me
 stream the LLM's reply token by token with the emotion tags pulled out and unsafe words
 replaced, end with a final token that carries the whole reply and its status, then
 remember what the character said.
+
+The turn's span is FastStream's (handling asr.final or chat.message); inside it,
+`llm.generate` marks the first token. Tokens carry the trace onward without spans of
+their own. A memory summary between turns is its own trace, linked to the turn.
 """
 
 import asyncio
 import logging
+import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
+from opentelemetry import trace
+from opentelemetry.context import Context
 from redis.asyncio import Redis
 
 from contracts import AsrFinal, ChatMessage, Control, PersonaChange, PolicyToken
@@ -21,6 +28,7 @@ from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, POLICY_TOKEN
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
+from services.bus.tracing import turn_attributes
 from services.policy.backends import (
     BackendFailed,
     ChatBackend,
@@ -34,8 +42,10 @@ from services.policy.memory import Memory, MemoryStore
 from services.policy.moderation import Moderator, StreamSanitizer
 from services.policy.persona import Persona, PersonaError, PersonaStore
 from services.policy.settings import PolicySettings
+from services.telemetry.metrics import LLM_FIRST_TOKEN
 
 log = logging.getLogger("marionette.policy")
+tracer = trace.get_tracer("marionette.policy")
 
 stage = Stage("policy")
 tokens_out = stage.publisher(POLICY_TOKEN)
@@ -177,7 +187,15 @@ class PolicyService:
         """Summarize once this turn is over; the session's next turn cancels it (and a
         later turn tries again), so the summary only ever uses idle time."""
 
+        turn_span = trace.get_current_span().get_span_context()
+
         async def fold() -> None:
+            with tracer.start_as_current_span(
+                "policy.summarize", context=Context(), links=[trace.Link(turn_span)]
+            ):
+                await summarize()
+
+        async def summarize() -> None:
             async with self._session_locks[session_id]:
                 memory = await self.memories.load(session_id)
                 if self._fold_due(memory):
@@ -199,10 +217,30 @@ class PolicyService:
         self._folds[session_id] = task
 
     async def _generate(self, reply: ReplyStream, messages: Messages, turn: Turn) -> ReplyStatus:
+        with tracer.start_as_current_span(
+            "llm.generate",
+            attributes={
+                **turn_attributes(turn.session_id, turn.turn_id),
+                "marionette.backend": self.backend.name,
+            },
+        ) as span:
+            status = await self._stream_reply(reply, messages, turn, span)
+            span.set_attribute("marionette.status", status)
+            span.set_attribute("marionette.tokens", reply.index)
+            return status
+
+    async def _stream_reply(
+        self, reply: ReplyStream, messages: Messages, turn: Turn, span: trace.Span
+    ) -> ReplyStatus:
         options = self.generation(turn)
         for attempt in range(self.settings.retries + 1):
             try:
+                asked = time.monotonic()
                 async for token in self.backend.stream(messages, options):
+                    if asked:
+                        span.add_event("first_token")
+                        LLM_FIRST_TOKEN.labels(self.backend.name).observe(time.monotonic() - asked)
+                        asked = 0.0
                     await reply.add(token)
                 return "ok"
             except BackendFailed as exc:

@@ -4,11 +4,17 @@ Tokens of a turn are gathered into units (a short first clause, then sentences);
 is normalized for speech and synthesized as soon as it is complete, so the first audio is
 out while the LLM is still writing. The last chunk of a turn has final=True (an empty one
 if the reply ended without text to speak).
+
+A turn's work here is one span, `tts.speak`, from its first token to its last chunk,
+with a `tts.synthesize` span per unit; its chunks continue the turn's trace.
 """
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+
+from opentelemetry import trace
 
 from contracts import PolicyToken, TtsChunk
 from contracts.limits import MAX_EXPRESSIONS
@@ -16,12 +22,15 @@ from contracts.topics import POLICY_TOKEN, TTS_CHUNK
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
+from services.bus.tracing import turn_attributes
+from services.telemetry.metrics import TTS_FIRST_AUDIO
 from services.tts.normalize import normalize_for_speech
 from services.tts.settings import TtsSettings
 from services.tts.splitter import SentenceSplitter
 from services.tts.synthesizer import Speech, SpeechSynthesizer, make_synthesizer
 
 log = logging.getLogger("marionette.tts")
+tracer = trace.get_tracer("marionette.tts")
 
 stage = Stage("tts")
 chunks_out = stage.publisher(TTS_CHUNK)
@@ -30,8 +39,10 @@ chunks_out = stage.publisher(TTS_CHUNK)
 @dataclass
 class TurnSpeech:
     splitter: SentenceSplitter
+    span: trace.Span
     index: int = 0
     expressions: list[str] = field(default_factory=list)
+    first_token_at: float = field(default_factory=time.monotonic)
 
 
 class TtsService:
@@ -47,7 +58,11 @@ class TtsService:
             splitter = SentenceSplitter(
                 self.settings.first_fragment_words, self.settings.max_unit_chars
             )
-            self.turns[key] = TurnSpeech(splitter)
+            # The current context is the token's: the span joins the turn's trace.
+            span = tracer.start_span(
+                "tts.speak", attributes=turn_attributes(token.session_id, token.turn_id)
+            )
+            self.turns[key] = TurnSpeech(splitter, span)
         return self.turns[key]
 
     async def handle(self, token: PolicyToken) -> None:
@@ -57,15 +72,19 @@ class TtsService:
         if token.final:
             units += turn.splitter.flush()
             del self.turns[(token.session_id, token.turn_id or "")]
-        for number, unit in enumerate(units):
-            last = token.final and number == len(units) - 1
-            await self._speak(token, turn, unit, last)
-        if token.final and not units:
-            await self._speak(token, turn, "", final=True)
+        with trace.use_span(turn.span, end_on_exit=token.final):
+            for number, unit in enumerate(units):
+                last = token.final and number == len(units) - 1
+                await self._speak(token, turn, unit, last)
+            if token.final and not units:
+                await self._speak(token, turn, "", final=True)
 
     async def _speak(self, token: PolicyToken, turn: TurnSpeech, text: str, final: bool) -> None:
         if text:
-            speech = await self._synthesize(text)
+            with tracer.start_as_current_span("tts.synthesize") as span:
+                speech = await self._synthesize(text)
+                audio_s = len(speech.pcm) / 2 / speech.sample_rate
+                span.set_attributes({"marionette.chars": len(text), "marionette.audio_s": audio_s})
         else:
             speech = Speech(b"", self.synthesizer.sample_rate, [])
         await chunks_out.publish(
@@ -76,6 +95,10 @@ class TtsService:
                 expressions=turn.expressions[:MAX_EXPRESSIONS],
             )
         )  # fmt: skip
+        if turn.index == 0:
+            TTS_FIRST_AUDIO.labels(self.settings.backend).observe(
+                time.monotonic() - turn.first_token_at
+            )
         turn.index += 1
         turn.expressions = []
 

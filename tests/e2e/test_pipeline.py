@@ -5,60 +5,31 @@ models; capture plays the bundled sample conversation (two questions). The test 
 watches the streams and the WAV files playback writes, as an outside observer would.
 """
 
-import asyncio
 import math
-import os
-import signal
-import subprocess
-import time
 import wave
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
 import soxr
-from redis.asyncio import Redis
 
-from contracts import (
-    AsrFinal,
-    AsrPartial,
-    AudioFrame,
-    AvatarExpr,
-    Envelope,
-    PlaybackProgress,
-    PolicyToken,
-    SpeechEvent,
-    Topic,
-    TtsChunk,
-)
-from contracts.topics import (
-    ASR_FINAL,
-    ASR_PARTIAL,
-    ASR_SPEECH,
-    AUDIO_FRAME,
-    AVATAR_EXPR,
-    PLAYBACK_PROGRESS,
-    POLICY_TOKEN,
-    TTS_CHUNK,
-)
+from contracts import AvatarExpr, Envelope, PlaybackProgress, PolicyToken, TtsChunk
 from services.asr.recognizer import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
-from services.bus import BusSettings, load_bus_settings
-from services.capture.stage import SAMPLE_CONVERSATION
 from services.tts.normalize import normalize_for_speech
-from tests.helpers import read_topic, word_error_rate
-from tests.integration.workers import start_marionette
+from tests.e2e.sample_run import (
+    LOG_TAIL_CHARS,
+    SAMPLE_LINES,
+    SESSION,
+    SampleRun,
+    Seen,
+    of_turn,
+)
+from tests.helpers import word_error_rate
 
 # The LLM shares two cores with whisper and Piper: a slow machine needs minutes, not seconds.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-NAME = "Marionette"
-SAMPLE_LINES = (f"Hello {NAME}, how are you today?", "What is the capital of France?")
-"""What the bundled sample says (scripts/make_sample_audio.py), in order."""
-SESSION = "e2e"
 HEARD_WER = 0.25
 """tiny.en on Piper's voice: the sample lines come out word-perfect or one word off (the
 name too, because asr gives Whisper the hotword 'Marionette')."""
@@ -67,187 +38,6 @@ SPOKEN_WER = 0.35
 SPOKEN_TURN_WER = 0.5
 """Replies are short: one mis-split pair ("France is" heard as "Francis") is already a third
 of a six-word reply, so one turn alone gets more room than the whole conversation."""
-DONE_TIMEOUT_S = 600.0
-STOP_TIMEOUT_S = 60.0
-"""`up` gives the stages 15 s to finish before it kills them; the rest is for a busy machine."""
-LOG_TAIL_CHARS = 8000
-
-M = TypeVar("M", bound=Envelope)
-
-
-def pipeline_env(wav_dir: Path) -> dict[str, str]:
-    return {
-        # An explicit input: the test must not depend on whether a microphone is found.
-        "MARIONETTE_CAPTURE_INPUT": str(SAMPLE_CONVERSATION),
-        "MARIONETTE_CAPTURE_REALTIME": "true",
-        "MARIONETTE_CAPTURE_SESSION_ID": SESSION,
-        # Repeatable replies and voice, so a failure can be reproduced.
-        "MARIONETTE_POLICY_TEMPERATURE": "0",
-        "MARIONETTE_POLICY_SEED": "7",
-        "MARIONETTE_POLICY_MAX_TOKENS": "40",
-        "MARIONETTE_TTS_VARIATION": "0",
-        "MARIONETTE_PLAYBACK_OUTPUT": "wav",
-        "MARIONETTE_PLAYBACK_WAV_DIR": str(wav_dir),
-        "COLUMNS": "200",  # rich wraps log lines at 80 columns without a terminal
-    }
-
-
-def stage_pids(pid: int) -> list[int]:
-    """The direct children of a process (Linux /proc; empty elsewhere)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return children
-
-
-def still_running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-@dataclass
-class Pipeline:
-    process: "subprocess.Popen[bytes]"
-    log_path: Path
-    wav_dir: Path
-    bus: BusSettings
-
-    def log_tail(self) -> str:
-        text = self.log_path.read_text(errors="replace")
-        return f"--- last of {self.log_path} ---\n{text[-LOG_TAIL_CHARS:]}"
-
-    def stop(self) -> tuple[int | None, list[int]]:
-        """SIGINT, as Ctrl-C would; returns the exit code (None: hung) and stages left running."""
-        stages = stage_pids(self.process.pid)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            code: int | None = self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            code = None
-        deadline = time.monotonic() + 5
-        while any(still_running(p) for p in stages) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return code, [p for p in stages if still_running(p)]
-
-    def kill(self) -> None:
-        stages = stage_pids(self.process.pid)
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        for pid in stages:
-            if still_running(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def pipeline(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
-    monkeypatch.delenv("MARIONETTE_CONFIG", raising=False)  # a developer's own settings
-    for name, value in pipeline_env(tmp_path / "playback").items():
-        monkeypatch.setenv(name, value)
-    # The bus's own defaults, not the test suite's fast ones: with the LLM keeping both
-    # cores busy, 400 ms claim and 900 ms lease times would hand work over between
-    # stages that are merely slow, and this test is about the pipeline as shipped.
-    bus = load_bus_settings(redis_url=redis_url)
-    log_path = tmp_path / "up.log"
-    process = start_marionette(["up", "--skip", "monitor"], bus, log_path)
-    running = Pipeline(process, log_path, tmp_path / "playback", bus)
-    try:
-        yield running
-    finally:
-        running.kill()  # a no-op once the test has stopped it cleanly
-
-
-async def messages(client: Redis, topic: Topic[M], partitions: int) -> list[M]:
-    found = await read_topic(client, topic, partitions)
-    typed = [m for m in found if isinstance(m, topic.model)]
-    assert len(typed) == len(found), f"{topic.name} holds messages of another type"
-    return typed
-
-
-@dataclass
-class Seen:
-    """What the stages published, read back from the streams."""
-
-    frames: list[AudioFrame]
-    speech: list[SpeechEvent]
-    partials: list[AsrPartial]
-    finals: list[AsrFinal]
-    tokens: list[PolicyToken]
-    chunks: list[TtsChunk]
-    exprs: list[AvatarExpr]
-    progress: list[PlaybackProgress]
-
-    @classmethod
-    async def read(cls, client: Redis, partitions: int, audio: bool = True) -> "Seen":
-        # Frames and chunks are the bulk of the data: leave them out while polling.
-        return cls(
-            frames=await messages(client, AUDIO_FRAME, partitions) if audio else [],
-            speech=await messages(client, ASR_SPEECH, partitions),
-            partials=await messages(client, ASR_PARTIAL, partitions),
-            finals=sorted(
-                await messages(client, ASR_FINAL, partitions), key=lambda f: f.speech_start_s
-            ),
-            tokens=await messages(client, POLICY_TOKEN, partitions),
-            chunks=await messages(client, TTS_CHUNK, partitions) if audio else [],
-            exprs=await messages(client, AVATAR_EXPR, partitions),
-            progress=await messages(client, PLAYBACK_PROGRESS, partitions),
-        )
-
-    def turn_ids(self) -> list[str]:
-        return [f.turn_id or "" for f in self.finals]
-
-    def replied_to(self, turn: str) -> bool:
-        return (
-            any(t.turn_id == turn and t.final for t in self.tokens)
-            and any(p.turn_id == turn and p.state == "finished" for p in self.progress)
-            and any(e.turn_id == turn and e.state == "idle" for e in self.exprs)
-        )
-
-    def done(self) -> bool:
-        return len(self.finals) >= len(SAMPLE_LINES) and all(map(self.replied_to, self.turn_ids()))
-
-    def summary(self) -> str:
-        lines = [f"asr.final: {[(f.turn_id, f.text) for f in self.finals]}"]
-        for turn in self.turn_ids():
-            final = [t for t in self.tokens if t.turn_id == turn and t.final]
-            lines.append(
-                f"{turn}: {sum(t.turn_id == turn for t in self.tokens)} tokens, "
-                f"final {[(t.status, t.reply_text) for t in final]}, "
-                f"progress {[p.state for p in self.progress if p.turn_id == turn]}, "
-                f"avatar {[e.state for e in self.exprs if e.turn_id == turn]}"
-            )
-        return "\n".join(lines)
-
-
-def of_turn(items: list[M], turn: str) -> list[M]:
-    return [m for m in items if m.turn_id == turn]
-
-
-async def wait_for_both_replies(pipeline: Pipeline, client: Redis) -> None:
-    """Until each sample line is answered, spoken and played, or the pipeline gives up."""
-    deadline = time.monotonic() + DONE_TIMEOUT_S
-    seen = await Seen.read(client, pipeline.bus.partitions, audio=False)
-    while not seen.done():
-        code = pipeline.process.poll()
-        if code is not None:
-            pytest.fail(
-                f"`marionette up` exited early with {code}\n{seen.summary()}\n{pipeline.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"not both turns answered, spoken and played in {DONE_TIMEOUT_S:.0f} s\n"
-                f"{seen.summary()}\n{pipeline.log_tail()}"
-            )
-        # Seconds, not milliseconds: every poll reads whole streams on a busy machine.
-        await asyncio.sleep(1.0)
-        seen = await Seen.read(client, pipeline.bus.partitions, audio=False)
 
 
 def check_ids(seen: Seen) -> None:
@@ -340,23 +130,19 @@ def to_16k(pcm: bytes, rate: int) -> bytes:
     return pcm_16k
 
 
-async def test_the_sample_conversation_is_heard_answered_spoken_and_shown(
-    pipeline: Pipeline, redis_client: Redis
+def test_the_sample_conversation_is_heard_answered_spoken_and_shown(
+    sample_run: SampleRun,
 ) -> None:
-    started = time.monotonic()
-    await wait_for_both_replies(pipeline, redis_client)
-    answered_s = time.monotonic() - started
-    seen = await Seen.read(redis_client, pipeline.bus.partitions)
-    code, left_running = await asyncio.to_thread(pipeline.stop)
-    log = pipeline.log_path.read_text(errors="replace")
-
-    assert code == 0, f"`marionette up` exited with {code} after SIGINT\n{pipeline.log_tail()}"
-    assert not left_running, (
-        f"stages {left_running} outlived `marionette up`\n{pipeline.log_tail()}"
+    seen, log = sample_run.seen, sample_run.log
+    log_tail = f"--- last of the log of `marionette up` ---\n{log[-LOG_TAIL_CHARS:]}"
+    code = sample_run.exit_code
+    assert code == 0, f"`marionette up` exited with {code} after SIGINT\n{log_tail}"
+    assert not sample_run.left_running, (
+        f"stages {sample_run.left_running} outlived `marionette up`\n{log_tail}"
     )
     # The supervisor would hide a crash by restarting the stage; its log does not.
     for sign in ("Traceback", "crashed"):
-        assert sign not in log, f"{sign!r} in the log of `marionette up`:\n{log[-LOG_TAIL_CHARS:]}"
+        assert sign not in log, f"{sign!r} in the log of `marionette up`:\n{log_tail}"
 
     assert len(seen.finals) == len(SAMPLE_LINES), [f.text for f in seen.finals]
     for final, line in zip(seen.finals, SAMPLE_LINES, strict=True):
@@ -365,7 +151,7 @@ async def test_the_sample_conversation_is_heard_answered_spoken_and_shown(
 
     whisper = FasterWhisperRecognizer(AsrSettings())
     spoken: dict[str, tuple[str, str]] = {}
-    print(f"\nboth turns answered and played {answered_s:.0f} s after `up` started")
+    print(f"\nboth turns answered and played {sample_run.answered_s:.0f} s after `up` started")
     for final in seen.finals:
         turn = final.turn_id or ""
         reply = check_reply(turn, of_turn(seen.tokens, turn))
@@ -373,7 +159,7 @@ async def test_the_sample_conversation_is_heard_answered_spoken_and_shown(
         check_avatar(turn, chunks, of_turn(seen.exprs, turn))
         check_progress(turn, chunks, of_turn(seen.progress, turn))
 
-        played, rate = read_wav(pipeline.wav_dir / SESSION / f"{turn}.wav")
+        played, rate = read_wav(sample_run.wav_dir / SESSION / f"{turn}.wav")
         assert played == b"".join(c.pcm for c in chunks), f"{turn}: the WAV is not its chunks"
         assert {c.sample_rate for c in chunks if c.pcm} == {rate}
         # What the voice was asked to say: the chunk texts as tts normalized them.

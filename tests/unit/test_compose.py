@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Any
 
+import opentelemetry.environment_variables
+import opentelemetry.sdk.environment_variables
 import yaml
 
 from services.asr.settings import AsrSettings
@@ -13,6 +15,7 @@ from services.cli import app
 from services.playback.settings import PlaybackSettings
 from services.policy.settings import PolicySettings
 from services.registry import STAGES
+from services.telemetry.settings import TelemetrySettings
 from services.tts.settings import TtsSettings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml"
@@ -24,12 +27,21 @@ SETTINGS: tuple[type[MarionetteSettings], ...] = (
     TtsSettings,
     AvatarSettings,
     PlaybackSettings,
+    TelemetrySettings,
 )
 SETTING_NAMES = {
     f"{cls.model_config.get('env_prefix')}{name.upper()}"
     for cls in SETTINGS
     for name in cls.model_fields
 } | {"REDIS_URL"}
+# OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...) are read by its SDK, not
+# by a Marionette setting: any name its API or SDK defines.
+OTEL_NAMES = {
+    name
+    for module in (opentelemetry.environment_variables, opentelemetry.sdk.environment_variables)
+    for name in dir(module)
+    if name.startswith("OTEL_")
+}
 
 
 def test_readme_documents_every_setting() -> None:
@@ -61,6 +73,9 @@ def test_environment_names_real_settings() -> None:
         if "build" not in service:
             continue  # not one of ours (redis, ollama)
         for variable in service.get("environment", {}):
+            if variable.startswith("OTEL_"):
+                assert variable in OTEL_NAMES, f"{name}: {variable} is no OpenTelemetry variable"
+                continue
             assert variable in SETTING_NAMES, f"{name}: {variable} is not a setting"
 
 
