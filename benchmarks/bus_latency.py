@@ -3,7 +3,9 @@
     python -m benchmarks.bus_latency [--quick] [--messages N] [--rate R] [--burst N]
 
 For each payload (a 20 ms audio frame, a short chat line) and each path (raw XADD ->
-XREADGROUP + XACK, or TopicPublisher.publish -> Stage handler under StageRuntime), the
+XREADGROUP + XACK, or TopicPublisher.publish -> Stage handler under StageRuntime, and for
+chat also "traced": the bus with both processes tracing to the local span store, as the
+stages do; every chat message then makes three spans, frames none), the
 producer runs here and the consumer in a child process. Latency is one hop, from just
 before the publish call to handler entry, at a fixed rate; throughput is a burst published
 as fast as one awaiting producer can, from its first publish to the last handler entry.
@@ -39,6 +41,8 @@ from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE
 from services.bus import Stage, StageRuntime, load_bus_settings
 from services.bus.partitions import stream_for
 from services.bus.redis_server import EmbeddedRedis
+from services.telemetry.settings import TelemetrySettings
+from services.telemetry.setup import stage_telemetry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GROUP = "bench-consumer"
@@ -46,6 +50,7 @@ RAW_STREAM = "bench.raw"
 PROGRESS_KEY, RESULTS_KEY = "bench:progress", "bench:results"
 PCM = os.urandom(640)  # 20 ms of 16 kHz mono s16le
 TOPICS: dict[str, Topic[Envelope]] = {"audio": AUDIO_FRAME, "chat": CHAT_MESSAGE}  # type: ignore[dict-item]
+PATHS: dict[str, tuple[str, ...]] = {"audio": ("raw", "bus"), "chat": ("raw", "bus", "traced")}
 Send = Callable[[int], Awaitable[int]]
 ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 T = TypeVar("T")
@@ -61,6 +66,13 @@ def make_message(payload: str, session: str, seq: int) -> Envelope:
 
 
 # --- consumer (child process) -------------------------------------------------------------
+
+
+def tracing(path: str, role: str, stack: ExitStack) -> None:
+    """On the traced path, set this process up as a stage process is: spans to a store."""
+    if path == "traced":
+        store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(stage_telemetry(role, TelemetrySettings(trace_dir=store)))
 
 
 async def consume(path: str, payload: str, url: str, total: int, queue: int) -> None:
@@ -300,6 +312,12 @@ def print_tables(
             f"{bus.throughput / raw.throughput:.2f}x",
         )  # fmt: skip
     console.print(ratios)
+    bus, traced = results[("chat", "bus")], results[("chat", "traced")]
+    console.print(
+        f"tracing on / off (chat, bus): p50 {traced.p50_ms / bus.p50_ms:.2f}x, "
+        f"p99 {traced.p99_ms / bus.p99_ms:.2f}x, "
+        f"throughput {traced.throughput / bus.throughput:.2f}x"
+    )
     console.print(
         "raw: XADD of pre-serialized JSON, XREADGROUP COUNT 64, an XACK per entry, no decoding.\n"
         "bus: a pydantic model per publish; per entry a FastStream decode and validation, a dedup "
@@ -323,7 +341,9 @@ async def bench(opts: argparse.Namespace) -> None:
                      "point REDIS_URL at an empty database (e.g. .../15) or unset it")  # fmt: skip
         results: dict[tuple[str, str], Result] = {}
         for payload in TOPICS:
-            for path in ("raw", "bus"):
+            for path in PATHS[payload]:
+                # Last, as a provider cannot be unset: the paths before it run untraced.
+                tracing(path, "bench-producer", stack)
                 print(f"measuring {payload} over {path} ...", file=sys.stderr, flush=True)
                 results[(payload, path)] = await measure(path, payload, url, opts)
         print_tables(results, opts, server)
@@ -344,7 +364,9 @@ def main() -> None:
     parser.add_argument("--queue", type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.role == "consumer":
-        asyncio.run(consume(opts.path, opts.payload, opts.url, opts.total, opts.queue))
+        with ExitStack() as stack:
+            tracing(opts.path, "bench-consumer", stack)
+            asyncio.run(consume(opts.path, opts.payload, opts.url, opts.total, opts.queue))
         return
     opts.messages = opts.messages or (300 if opts.quick else 2000)
     opts.burst = opts.burst or (1000 if opts.quick else 4000)
