@@ -12,27 +12,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import redis
 import typer
 from redis.asyncio import Redis
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from contracts.topics import ALL_TOPICS, topic_named
-from services.bus import ConfigError, load_bus_settings
+from services.bus import ConfigError
 from services.bus import dead_letters as dlq
 from services.bus.redis_server import EmbeddedRedis, RedisServerError
 from services.bus.settings import BusSettings, load_settings
 from services.capture.settings import CaptureSettings
 from services.capture.sources import CaptureError, input_devices
+from services.cli_common import STATE_FILE, bus_settings, console, existing_redis, fail, out
 from services.models import ModelMissing
 from services.policy.backends import BackendUnavailable
 from services.policy.moderation import RulesError
 from services.policy.persona import PersonaError
 from services.registry import STAGES, StageMain, load_stage, stage_main
+from services.replay.command import record, replay
 from services.supervisor import StageFailed, Supervisor, stage_command, supervised
 from services.telemetry.settings import TelemetrySettings
 from services.telemetry.setup import stage_telemetry
@@ -42,23 +41,6 @@ POLICY_ERRORS = (BackendUnavailable, ModelMissing, RulesError, PersonaError)
 app = typer.Typer(help="Marionette: a live AI character on Redis Streams.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
-console = Console(stderr=True)
-out = Console()
-
-STATE_FILE = Path(".marionette/redis.url")
-"""Where `marionette up` leaves the URL of its embedded Redis for the other commands."""
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/] {escape(message)}")
-    return typer.Exit(code=2)
-
-
-def _settings(**overrides: object) -> BusSettings:
-    try:
-        return load_bus_settings(**overrides)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -73,24 +55,6 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def _existing_redis(settings: BusSettings) -> str:
-    """REDIS_URL, or the embedded Redis of a running `marionette up`."""
-    if settings.redis_url:
-        try:
-            redis.Redis.from_url(settings.redis_url, socket_timeout=3).ping()
-        except redis.RedisError as exc:
-            raise _fail(f"Redis at REDIS_URL={settings.redis_url} does not answer: {exc}") from None
-        return settings.redis_url
-    if STATE_FILE.exists():
-        url = STATE_FILE.read_text().strip()
-        try:
-            if redis.Redis.from_url(url, socket_timeout=1).ping():
-                return url
-        except redis.RedisError:
-            pass
-    raise _fail("no Redis to talk to: set REDIS_URL, or start `marionette up` in this folder")
-
-
 @app.command()
 def run(
     stage: Annotated[str, typer.Argument(help=f"One of: {', '.join(sorted(STAGES))}")],
@@ -102,25 +66,25 @@ def run(
 ) -> None:
     """Run one stage in this process (an embedded Redis when REDIS_URL is not set)."""
     _setup_logging(verbose)
-    settings = _settings()
+    settings = bus_settings()
     telemetry = _telemetry_settings(metrics_port)
     try:
         main = stage_main(stage)
     except KeyError as exc:
-        raise _fail(str(exc.args[0])) from None
+        raise fail(str(exc.args[0])) from None
     server: EmbeddedRedis | None = None
     if not settings.redis_url:
         try:
             server = EmbeddedRedis(binary=settings.redis_server).start()
         except RedisServerError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         console.print(f"embedded Redis at {server.url} (set REDIS_URL to share one)")
         settings = settings.model_copy(update={"redis_url": server.url})
     try:
         with stage_telemetry(stage, telemetry):
             asyncio.run(_run_until_signal(main, settings))
     except (ConfigError, CaptureError, *POLICY_ERRORS) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         if server is not None:
             server.close()
@@ -131,7 +95,7 @@ def _telemetry_settings(metrics_port: int | None = None) -> TelemetrySettings:
     try:
         return load_settings(TelemetrySettings, **overrides)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 async def _run_until_signal(main: StageMain, settings: BusSettings) -> None:
@@ -155,8 +119,8 @@ def capture_command(
     from services.capture.stage import run_capture
 
     _setup_logging(False)
-    bus = _settings()
-    bus = bus.model_copy(update={"redis_url": _existing_redis(bus)})
+    bus = bus_settings()
+    bus = bus.model_copy(update={"redis_url": existing_redis(bus)})
     overrides = {"input": input, "device": device, "session_id": session}
     try:
         settings = load_settings(
@@ -166,7 +130,7 @@ def capture_command(
             settings = settings.model_copy(update={"realtime": False})
         count = asyncio.run(run_capture(bus, settings))
     except (ConfigError, CaptureError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(f"published {count} frames to session {settings.session_id}")
 
 
@@ -178,12 +142,12 @@ def devices(
     try:
         found = input_devices()
     except CaptureError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(found))
         return
     if not found:
-        raise _fail("no microphone found; read audio from a file instead: --input FILE")
+        raise fail("no microphone found; read audio from a file instead: --input FILE")
     table = Table("id", "name", "channels", "rate", title="Input devices")
     for device in found:
         table.add_row(
@@ -228,21 +192,21 @@ def up(
     """Start Redis (embedded unless REDIS_URL is set) and every stage, each a supervised
     process: restarted when it crashes, its log lines prefixed with its name."""
     _setup_logging(False)
-    settings = _settings()
+    settings = bus_settings()
     _telemetry_settings()  # a bad telemetry setting fails here, not in every stage
     chosen = [s for s in (stages or sorted(STAGES)) if s not in set(skip or [])]
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
-        raise _fail(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(sorted(STAGES))}")
+        raise fail(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(sorted(STAGES))}")
     if not chosen:
-        raise _fail("no stage left to start (check --stage and --skip)")
+        raise fail("no stage left to start (check --stage and --skip)")
     server: EmbeddedRedis | None = None
     url = settings.redis_url
     if not url:
         try:
             server = EmbeddedRedis(binary=settings.redis_server, persistence=True).start()
         except RedisServerError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         url = server.url
         STATE_FILE.parent.mkdir(exist_ok=True)
         STATE_FILE.write_text(url)
@@ -284,7 +248,7 @@ def up(
             server.close()
             STATE_FILE.unlink(missing_ok=True)
     if failure is not None:
-        raise _fail(str(failure))
+        raise fail(str(failure))
 
 
 @app.command()
@@ -309,7 +273,7 @@ def models(
         unknown = set(names) - {entry.name for entry in entries}
         if unknown:
             known = ", ".join(entry.name for entry in entries)
-            raise _fail(f"no model named {', '.join(sorted(unknown))}; known: {known}")
+            raise fail(f"no model named {', '.join(sorted(unknown))}; known: {known}")
         entries = [entry for entry in entries if entry.name in names]
     if verify:
         forget_verified()
@@ -360,7 +324,7 @@ def bench(
     from services.bench.live import TurnResult
 
     _setup_logging(False)
-    settings = _settings()
+    settings = bus_settings()
 
     def progress(number: int, turn: TurnResult) -> None:
         kind = "warm-up" if number < warmup else f"turn {number - warmup + 1}"
@@ -409,7 +373,7 @@ def trace_command(
     settings = _telemetry_settings()
     turns = turn_waterfalls(read_spans(settings.trace_dir))
     if not turns:
-        raise _fail(
+        raise fail(
             f"no traced turns in {settings.trace_dir}: run `marionette up` and speak (or "
             "chat); MARIONETTE_TELEMETRY_TRACES must be local or both"
         )
@@ -418,7 +382,7 @@ def trace_command(
             t for t in turns if t.turn_id.startswith(turn)
         ]
         if not turns:
-            raise _fail(f"no turn {turn!r} in {settings.trace_dir}; `marionette trace` lists them")
+            raise fail(f"no turn {turn!r} in {settings.trace_dir}; `marionette trace` lists them")
         turns = turns[-1:]
     else:
         turns = turns[-max(last, 1) :]
@@ -439,7 +403,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
 ) -> None:
     """List dead letters: topic, reason, delivery count, consumer."""
-    url = _existing_redis(_settings())
+    url = existing_redis(bus_settings())
 
     async def collect() -> list[dlq.DeadLetter]:
         client: Redis = Redis.from_url(url)
@@ -456,7 +420,7 @@ def dlq_list(
     try:
         letters = asyncio.run(collect())
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         for letter in letters:
             typer.echo(json.dumps(letter.as_json()))
@@ -477,11 +441,11 @@ def dlq_redrive(
     ] = None,
 ) -> None:
     """Put dead letters back on their stream, to be handled again."""
-    url = _existing_redis(_settings())
+    url = existing_redis(bus_settings())
     try:
         name = topic_named(topic).name
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
     async def go() -> int:
         client: Redis = Redis.from_url(url)
@@ -505,7 +469,7 @@ def asyncapi(
     if check:
         current = DOCUMENT_PATH.read_text() if DOCUMENT_PATH.exists() else ""
         if current != document:
-            raise _fail(f"{DOCUMENT_PATH} is stale: run `marionette asyncapi` and commit it")
+            raise fail(f"{DOCUMENT_PATH} is stale: run `marionette asyncapi` and commit it")
         out.print(f"{DOCUMENT_PATH} is up to date")
         return
     DOCUMENT_PATH.write_text(document)
@@ -514,3 +478,7 @@ def asyncapi(
 
 if __name__ == "__main__":
     app()
+
+
+app.command()(record)
+app.command()(replay)

@@ -13,6 +13,9 @@ from contracts.envelope import Envelope
 from contracts.topics import Topic
 from services.bus.partitions import streams_of
 from services.bus.wire import StreamEntry, decode_entry
+from services.replay.diff import word_error_rate
+
+__all__ = ["read_topic", "viewer_chat", "wait_until", "word_error_rate"]
 
 
 async def read_topic(client: Redis, topic: Topic[Any], partitions: int) -> list[Envelope]:
@@ -38,24 +41,6 @@ async def wait_until(
 
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def _words(text: str) -> list[str]:
-    return "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower()).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference's length (case, punctuation ignored)."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        current = [i]
-        for j, other in enumerate(hyp, 1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other))
-            )
-        previous = current
-    return previous[-1] / max(len(ref), 1)
 
 
 def viewer_chat(session: str, seq: int) -> ChatMessage:

@@ -227,6 +227,31 @@ class SampleRun:
     answered_s: float
     wav_dir: Path
     trace_dir: Path
+    recording: Path | None = None  # what `marionette record` made of the run
+    recorder_exit: int | None = None
+
+
+def start_recorder(bus: BusSettings, folder: Path) -> "subprocess.Popen[bytes]":
+    """`marionette record` of every topic, taking the streams' ends before `up` starts."""
+    log_path = folder / "record.log"
+    process = start_marionette(["record", str(folder / "run.mrec")], bus, log_path)
+    deadline = time.monotonic() + 60
+    while "recording" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"`marionette record` did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    time.sleep(0.5)  # it prints before it reads the streams' ends
+    return process
+
+
+def stop_recorder(process: "subprocess.Popen[bytes]") -> int | None:
+    """Ctrl-C, as a user stops it; its exit code (None: it hung and was killed)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return None
 
 
 async def run_to_the_end(pipeline: Pipeline, trace_dir: Path) -> SampleRun:

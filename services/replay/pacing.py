@@ -1,0 +1,91 @@
+"""How fast a replay goes: the recorded pace times a speed factor, or as fast as the
+consumers take it (a bounded backlog per stream, measured on the live consumer groups)."""
+
+import asyncio
+import logging
+import time
+from collections import Counter
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+log = logging.getLogger("marionette.replay")
+
+BACKLOG_WINDOW = 256
+"""In fast mode, at most this many entries of a stream wait for its slowest live group."""
+CHECK_EVERY = 32
+LIVE_CONSUMER_IDLE_MS = 10_000
+"""A consumer that asked for entries this recently is running; older groups are left over."""
+
+
+class ReplayStalled(RuntimeError):
+    """Consumers stopped taking entries while a fast replay waited on them."""
+
+
+class Pacer:
+    """Spaces records as they were recorded, divided by `speed`; None: no spacing."""
+
+    def __init__(self, speed: float | None) -> None:
+        if speed is not None and speed <= 0:
+            raise ValueError(f"speed must be above 0, not {speed}")
+        self.speed = speed
+        self._origin: tuple[float, float] | None = None  # (recorded time, monotonic time)
+
+    async def wait(self, recorded_at: float) -> None:
+        if self.speed is None:
+            return
+        now = time.monotonic()
+        if self._origin is None:
+            self._origin = (recorded_at, now)
+            return
+        due = self._origin[1] + (recorded_at - self._origin[0]) / self.speed
+        if due > now:
+            await asyncio.sleep(due - now)
+
+
+async def live_backlog(client: Redis, stream: str) -> tuple[int, str | None]:
+    """The largest backlog (undelivered + unacknowledged) of the stream's live groups."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:
+        return 0, None  # no such stream yet
+    worst, worst_group = 0, None
+    for group in groups:
+        name = group["name"].decode() if isinstance(group["name"], bytes) else str(group["name"])
+        consumers = await client.xinfo_consumers(stream, name)
+        if not any(int(c.get("idle", 1 << 62)) < LIVE_CONSUMER_IDLE_MS for c in consumers):
+            continue
+        backlog = int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        if backlog > worst:
+            worst, worst_group = backlog, name
+    return worst, worst_group
+
+
+class ConsumerWindow:
+    """Holds a fast replay back while a stream's slowest live consumer group is behind."""
+
+    def __init__(self, client: Redis, window: int = BACKLOG_WINDOW, stall_s: float = 30.0) -> None:
+        self.client = client
+        self.window = window
+        self.stall_s = stall_s
+        self._since_check: Counter[str] = Counter()
+
+    async def wait(self, stream: str) -> None:
+        self._since_check[stream] += 1
+        if self._since_check[stream] < CHECK_EVERY:
+            return
+        self._since_check[stream] = 0
+        last_backlog, last_change = -1, time.monotonic()
+        while True:
+            backlog, group = await live_backlog(self.client, stream)
+            if backlog <= self.window:
+                return
+            if backlog != last_backlog:
+                last_backlog, last_change = backlog, time.monotonic()
+            elif time.monotonic() - last_change > self.stall_s:
+                raise ReplayStalled(
+                    f"group {group} took nothing from {stream} for {self.stall_s:.0f} s "
+                    f"({backlog} entries waiting): is that stage running? "
+                    "--speed replays without waiting on consumers"
+                )
+            await asyncio.sleep(0.01)

@@ -1,0 +1,309 @@
+"""`marionette record` / `replay` on a real Redis: exact round trips, stop conditions,
+pacing, and flow control against a slow consumer."""
+
+import asyncio
+import math
+import struct
+from pathlib import Path
+from typing import cast
+
+import pytest
+from redis.asyncio import Redis
+
+from contracts import AudioFrame, ChatMessage, Control, Interrupt, PolicyToken, TtsChunk
+from contracts.topics import (
+    ALL_TOPICS,
+    CHAT_MESSAGE,
+    CONTROL,
+    POLICY_TOKEN,
+)
+from services.bus import BusSettings, Stage, StageRuntime
+from services.replay.pacing import BACKLOG_WINDOW, CHECK_EVERY, live_backlog
+from services.replay.recorder import RecordedList, Recorder, StopAfter
+from services.replay.recording import Recording, RecordingHeader, RecordingWriter
+from services.replay.replayer import replay_entries
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+Entries = dict[str, list[dict[bytes, bytes]]]
+
+
+def tone(samples: int, rate: int, hz: float = 220.0) -> bytes:
+    return b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * i / rate))) for i in range(samples)
+    )
+
+
+def chat(turn: str, seq: int = 0, text: str = "hello there") -> ChatMessage:
+    return ChatMessage(
+        session_id="s1", turn_id=turn, seq=seq, platform="twitch", author="viewer", text=text
+    )
+
+
+def reply(turn: str, text: str) -> list[PolicyToken | TtsChunk]:
+    """What policy and tts publish for one turn: two tokens, a spoken chunk, the last one."""
+    return [
+        PolicyToken(session_id="s1", turn_id=turn, seq=0, index=0, text=text),
+        PolicyToken(
+            session_id="s1", turn_id=turn, seq=1, index=1, text="!", final=True,
+            reply_text=f"{text}!", status="ok",
+        ),
+        TtsChunk(
+            session_id="s1", turn_id=turn, seq=0, index=0, text=f"{text}!",
+            sample_rate=22050, pcm=tone(4410, 22050),
+        ),
+        TtsChunk(
+            session_id="s1", turn_id=turn, seq=1, index=1, final=True, text="",
+            sample_rate=22050, pcm=b"",
+        ),
+    ]  # fmt: skip
+
+
+def interrupt(seq: int) -> Control:
+    return Control(session_id="s1", seq=seq, command=Interrupt(target_turn_id="t1"))
+
+
+class Producer:
+    """Publishes every kind of message through the real runtime (headers and all)."""
+
+    def __init__(self) -> None:
+        self.stage = Stage("producer")
+        self.by_topic = {t.name: self.stage.publisher(t) for t in ALL_TOPICS}
+
+    async def publish(self, *messages: object) -> None:
+        for message in messages:
+            topic = next(t for t in ALL_TOPICS if type(message) is t.model)
+            await self.by_topic[topic.name].publish(message)  # type: ignore[arg-type]
+
+
+async def every_entry(client: Redis) -> Entries:
+    found: Entries = {}
+    for key in sorted(await client.keys("*")):
+        if await client.type(key) == b"stream":
+            found[key.decode()] = [fields for _, fields in await client.xrange(key)]
+    return found
+
+
+def other_db(url: str) -> str:
+    return url.rsplit("/", 1)[0] + "/1"
+
+
+async def test_a_round_trip_reproduces_every_message_byte_for_byte(
+    bus_settings: BusSettings, redis_client: Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "mixed.mrec"
+    writer = RecordingWriter(path, RecordingHeader(tuple(t.name for t in ALL_TOPICS), 4))
+    producer = Producer()
+    recorder = Recorder(redis_client, ALL_TOPICS, bus_settings.partitions, writer)
+    stop = asyncio.Event()
+    recording = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    async with StageRuntime(producer.stage, bus_settings):
+        pcm = tone(320, 16000)
+        frames = [
+            AudioFrame(session_id=f"mic{s}", turn_id="c1", seq=i, pcm=pcm, captured_at=1e9 + i)
+            for i in range(60)
+            for s in range(3)
+        ]
+        await producer.publish(*frames, chat("t1"), *reply("t1", "Hi"))
+        await producer.publish(interrupt(0))
+    await redis_client.xadd("chat.message.p0", {b"not": b"a FastStream message"})
+    await asyncio.sleep(0.5)
+    stop.set()
+    stats = await recording
+    writer.close()
+
+    original = await every_entry(redis_client)
+    recorded = sum(len(v) for v in original.values())
+    assert stats.messages == recorded == 180 + 1 + 4 + 1 + 1
+    raw_bytes = sum(len(k) + len(v) for e in original.values() for f in e for k, v in f.items())
+    assert path.stat().st_size < 0.5 * raw_bytes, "PCM should be stored raw and compressed"
+
+    target = Redis.from_url(other_db(bus_settings.redis_url or ""))
+    try:
+        await target.flushdb()
+        sent = await replay_entries(target, Recording(path), bus_settings, speed=None)
+        assert sum(sent.values()) == recorded
+        assert await every_entry(target) == original
+    finally:
+        await target.aclose()
+
+
+async def test_the_chosen_topics_only_are_recorded_and_replayed(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    sink = RecordedList()
+    producer = Producer()
+    recorder = Recorder(redis_client, [CHAT_MESSAGE, POLICY_TOKEN], bus_settings.partitions, sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    async with StageRuntime(producer.stage, bus_settings):
+        await producer.publish(chat("t1"), *reply("t1", "Hi"))
+    await asyncio.sleep(0.4)
+    stop.set()
+    stats = await task
+    assert dict(stats.per_topic) == {"chat.message": 1, "policy.token": 2}
+    assert {r.topic.name for r in sink.records if r.topic} == {"chat.message", "policy.token"}
+
+
+async def test_the_recorder_stops_by_itself_once_the_turns_finished(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    sink = RecordedList()
+    producer = Producer()
+    recorder = Recorder(redis_client, ALL_TOPICS, bus_settings.partitions, sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop, StopAfter(turns=2, linger_s=0.3)))
+    await recorder.ready.wait()
+    async with StageRuntime(producer.stage, bus_settings):
+        for turn in ("t1", "t2"):
+            await producer.publish(chat(turn), *reply(turn, f"Answer {turn}"))
+        stats = await asyncio.wait_for(task, 10)
+    assert not stop.is_set()
+    assert stats.turns_finished == 2
+    assert stats.per_topic["tts.chunk"] == 4
+
+
+async def test_a_duration_ends_the_recording(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    recorder = Recorder(redis_client, ALL_TOPICS, bus_settings.partitions, RecordedList())
+    stats = await asyncio.wait_for(recorder.run(asyncio.Event(), StopAfter(duration_s=0.5)), 10)
+    assert stats.seconds >= 0.5
+    assert stats.messages == 0
+
+
+async def test_the_recorder_is_invisible_to_the_stages(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    handled: list[str] = []
+    stage = Stage("listener")
+
+    @stage.consumer(CHAT_MESSAGE)
+    async def on_chat(message: ChatMessage) -> None:
+        handled.append(message.text)
+
+    sink = RecordedList()
+    producer = Producer()
+    recorder = Recorder(redis_client, ALL_TOPICS, bus_settings.partitions, sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    async with StageRuntime(stage, bus_settings), StageRuntime(producer.stage, bus_settings):
+        for seq in range(20):
+            await producer.publish(chat("t1", seq, f"line {seq}"))
+
+        async def all_handled() -> bool:
+            return len(handled) == 20
+
+        await wait_until(all_handled, what="the listener to get every line")
+    stop.set()
+    await task
+    assert len(sink.records) == 20
+    groups = set()
+    for stream in await redis_client.keys("chat.message.p*"):
+        groups |= {g["name"] for g in await redis_client.xinfo_groups(stream)}
+    assert groups <= {b"listener"}, "the recorder must not create consumer groups"
+
+
+async def test_a_paced_replay_keeps_the_recorded_spacing_divided_by_the_speed(
+    bus_settings: BusSettings, redis_client: Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "paced.mrec"
+    writer = RecordingWriter(path, RecordingHeader(("control",), bus_settings.partitions))
+    producer = Producer()
+    recorder = Recorder(redis_client, [CONTROL], bus_settings.partitions, writer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    async with StageRuntime(producer.stage, bus_settings):
+        for seq in range(5):
+            await producer.publish(interrupt(seq))
+            await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    writer.close()
+
+    async def span_of_replay(speed: float) -> float:
+        await redis_client.delete("control")
+        await replay_entries(redis_client, Recording(path), bus_settings, speed=speed)
+        ids = [int(i.split(b"-")[0]) for i, _ in await redis_client.xrange("control")]
+        return (ids[-1] - ids[0]) / 1000
+
+    at_pace = await span_of_replay(1.0)
+    doubled = await span_of_replay(2.0)
+    assert at_pace >= 0.75, "the recorded 0.8 s of spacing should be kept"
+    assert doubled < 0.75 * at_pace
+
+
+async def test_a_fast_replay_waits_for_a_slow_consumer(
+    bus_settings: BusSettings, redis_client: Redis, tmp_path: Path
+) -> None:
+    count = 600
+    path = tmp_path / "many.mrec"
+    writer = RecordingWriter(path, RecordingHeader(("control",), bus_settings.partitions))
+    recorder = Recorder(redis_client, [CONTROL], bus_settings.partitions, writer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    producer = Producer()
+    async with StageRuntime(producer.stage, bus_settings):
+        for seq in range(count):
+            await producer.publish(interrupt(seq))
+    stop.set()
+    await task
+    writer.close()
+    await redis_client.delete("control")
+
+    slow = Stage("slow")
+    handled = 0
+
+    @slow.consumer(CONTROL)
+    async def on_control(control: Control) -> None:
+        nonlocal handled
+        await asyncio.sleep(0.002)
+        handled += 1
+
+    worst = 0
+
+    async def watch() -> None:
+        nonlocal worst
+        while True:
+            backlog, _ = await live_backlog(redis_client, "control")
+            worst = max(worst, backlog)
+            await asyncio.sleep(0.005)
+
+    async with StageRuntime(slow, bus_settings):
+        await asyncio.sleep(0.3)  # the group and its consumer exist
+        watcher = asyncio.create_task(watch())
+        sent = await replay_entries(redis_client, Recording(path), bus_settings, speed=None)
+        watcher.cancel()
+    assert sent["control"] == count
+    assert 0 < worst <= BACKLOG_WINDOW + CHECK_EVERY + 8
+    assert cast(int, handled) > count - BACKLOG_WINDOW - CHECK_EVERY - 8
+
+
+async def test_a_fast_replay_does_not_wait_on_a_group_nobody_runs(
+    bus_settings: BusSettings, redis_client: Redis, tmp_path: Path
+) -> None:
+    await redis_client.xgroup_create("control", "left-over", id="0", mkstream=True)
+    path = tmp_path / "some.mrec"
+    writer = RecordingWriter(path, RecordingHeader(("control",), bus_settings.partitions))
+    recorder = Recorder(redis_client, [CONTROL], bus_settings.partitions, writer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    producer = Producer()
+    async with StageRuntime(producer.stage, bus_settings):
+        for seq in range(400):
+            await producer.publish(interrupt(seq))
+    stop.set()
+    await task
+    writer.close()
+    # "left-over" never reads: with nobody to wait for, the replay must not stall on it.
+    sent = await asyncio.wait_for(
+        replay_entries(redis_client, Recording(path), bus_settings, speed=None), 20
+    )
+    assert sent["control"] == 400
