@@ -3,13 +3,16 @@
     python -m benchmarks.bus_latency [--quick] [--messages N] [--rate R] [--burst N]
 
 For each payload (a 20 ms audio frame, a short chat line) and each path (raw XADD ->
-XREADGROUP + XACK, or TopicPublisher.publish -> Stage handler under StageRuntime, and for
-chat also "traced": the bus with both processes tracing to the local span store, as the
-stages do; every chat message then makes three spans, frames none), the
-producer runs here and the consumer in a child process. Latency is one hop, from just
-before the publish call to handler entry, at a fixed rate; throughput is a burst published
-as fast as one awaiting producer can, from its first publish to the last handler entry.
-Both processes read time.time_ns() on the same machine, so their clocks agree.
+XREADGROUP + XACK; or "bus", TopicPublisher.publish -> Stage handler under StageRuntime;
+"recorded", the bus while `marionette record` reads every topic stream in a third process,
+started after the flush and ready before the first publish; and for chat also "traced":
+the bus with both processes tracing to the local span store, as the stages do; every chat
+message then makes three spans, frames none), the producer runs here and the consumer in
+a child process. Latency is one hop, from just before the publish call to handler entry,
+at a fixed rate; throughput is a burst published as fast as one awaiting producer can,
+from its first publish to the last handler entry. Both processes read time.time_ns() on
+the same machine, so their clocks agree. On the recorded path the recording is read back
+after the run, to show that it holds every message published.
 
 Without REDIS_URL it starts an embedded server. A REDIS_URL must name an empty database:
 it is flushed before each measurement, and the bus path writes the real topic streams.
@@ -27,7 +30,7 @@ import uuid
 from array import array
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar, cast
@@ -41,6 +44,7 @@ from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE
 from services.bus import Stage, StageRuntime, load_bus_settings
 from services.bus.partitions import stream_for
 from services.bus.redis_server import EmbeddedRedis
+from services.replay.recording import SUFFIX, Recording
 from services.telemetry.settings import TelemetrySettings
 from services.telemetry.setup import stage_telemetry
 
@@ -50,7 +54,10 @@ RAW_STREAM = "bench.raw"
 PROGRESS_KEY, RESULTS_KEY = "bench:progress", "bench:results"
 PCM = os.urandom(640)  # 20 ms of 16 kHz mono s16le
 TOPICS: dict[str, Topic[Envelope]] = {"audio": AUDIO_FRAME, "chat": CHAT_MESSAGE}  # type: ignore[dict-item]
-PATHS: dict[str, tuple[str, ...]] = {"audio": ("raw", "bus"), "chat": ("raw", "bus", "traced")}
+PATHS: dict[str, tuple[str, ...]] = {
+    "audio": ("raw", "bus", "recorded"),
+    "chat": ("raw", "bus", "recorded", "traced"),
+}
 Send = Callable[[int], Awaitable[int]]
 ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 T = TypeVar("T")
@@ -181,7 +188,17 @@ async def send_all(send: Send, seqs: range, sent: "array[int]", rate: float | No
         sent[seq] = await send(seq)
 
 
-async def until(probe: Callable[[], Awaitable[T | None]], child: Process, log: IO[bytes]) -> T:
+def tail(log: IO[bytes]) -> str:
+    log.seek(0)
+    return log.read()[-3000:].decode(errors="replace")
+
+
+async def until(
+    probe: Callable[[], Awaitable[T | None]],
+    child: Process,
+    log: IO[bytes],
+    name: str = "the consumer",
+) -> T:
     """Poll probe until it returns a value; polled because redis-py 8 cuts BLPOP off at 5 s."""
     deadline = time.monotonic() + 60
     while True:
@@ -189,11 +206,9 @@ async def until(probe: Callable[[], Awaitable[T | None]], child: Process, log: I
         if (found := await probe()) is not None:
             return found
         if exited:
-            log.seek(0)
-            tail = log.read()[-3000:].decode(errors="replace")
-            raise RuntimeError(f"the consumer exited with {child.returncode}:\n{tail}")
+            raise RuntimeError(f"{name} exited with {child.returncode}:\n{tail(log)}")
         if time.monotonic() > deadline:
-            raise TimeoutError("the consumer stalled for 60 s")
+            raise TimeoutError(f"{name} stalled for 60 s")
         await asyncio.sleep(0.01)
 
 
@@ -207,6 +222,44 @@ async def stop_child(child: Process) -> None:
             await child.wait()
 
 
+@asynccontextmanager
+async def recorder(client: Redis, url: str, tape: Path) -> AsyncIterator[None]:
+    """`marionette record` of every topic to `tape`, in a child process as an operator runs it;
+    stopped with Ctrl-C (SIGINT) on exit, after which it has drained the streams."""
+    partitions = load_bus_settings(redis_url=url).partitions
+    # The same partitions as the bench, or it would not read every stream the bus writes.
+    env = {**os.environ, "REDIS_URL": url, "MARIONETTE_PARTITIONS": str(partitions)}
+
+    async def reading() -> bool | None:
+        # Ready at its first XREAD, not at its "recording" line: it takes the start
+        # positions (the streams' ends) in between, and would miss what came before.
+        clients = await client.client_list()
+        return True if any(c.get("cmd") == "xread" for c in clients) else None
+
+    with tempfile.TemporaryFile() as log:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services", "record", str(tape),
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await until(reading, child, log, "the recorder")
+            yield
+            child.send_signal(signal.SIGINT)
+            await asyncio.wait_for(child.wait(), 30)
+            if child.returncode:
+                raise RuntimeError(f"the recorder exited with {child.returncode}:\n{tail(log)}")
+        finally:
+            await stop_child(child)
+
+
+def count_records(tape: Path) -> int:
+    recording = Recording(tape)
+    count = sum(1 for _ in recording.records())
+    if recording.truncated:
+        raise RuntimeError(f"{tape} is cut short: the recorder did not close it")
+    return count
+
+
 @dataclass(frozen=True)
 class Result:
     p50_ms: float
@@ -215,6 +268,8 @@ class Result:
     publish_rate: float
     lost: int
     entry_bytes: int
+    recorded: int | None = None
+    """Messages in the recording, on the recorded path."""
 
 
 def percentile(values: list[int], q: float) -> float:
@@ -244,10 +299,15 @@ async def measure(path: str, payload: str, url: str, opts: argparse.Namespace) -
     async def results() -> bytes | None:
         return cast("bytes | None", await client.lpop(RESULTS_KEY))
 
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as tmp:
+        tape = Path(tmp) / f"bench{SUFFIX}"
+        # Entered after the flush and before the producer, so it records every message.
+        recording: AbstractAsyncContextManager[None] = (
+            recorder(client, url, tape) if path == "recorded" else nullcontext()
+        )
         child: Process | None = None
         try:
-            async with producer(path, payload, url, session) as send:
+            async with recording, producer(path, payload, url, session) as send:
                 child = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "benchmarks.bus_latency", *args,
                     cwd=REPO_ROOT, stdout=log, stderr=asyncio.subprocess.STDOUT,
@@ -266,6 +326,7 @@ async def measure(path: str, payload: str, url: str, opts: argparse.Namespace) -
             last = cast(
                 list[tuple[bytes, dict[bytes, bytes]]], await client.xrevrange(stream, count=1)
             )
+            recorded = count_records(tape) if path == "recorded" else None
         finally:
             if child is not None:
                 await stop_child(child)
@@ -279,6 +340,16 @@ async def measure(path: str, payload: str, url: str, opts: argparse.Namespace) -
         publish_rate=rate(len(burst) - 1, sent[burst.start], sent[burst.stop - 1]),
         lost=sum(1 for i in range(paced.start, burst.stop) if not recv[i]),
         entry_bytes=sum(len(k) + len(v) for k, v in last[0][1].items()),
+        recorded=recorded,
+    )
+
+
+def on_off(results: dict[tuple[str, str], Result], payload: str, path: str) -> str:
+    """The path's figures over the bus path's: p50 and p99 above 1x, throughput below, cost."""
+    on, off = results[(payload, path)], results[(payload, "bus")]
+    return (
+        f"p50 {on.p50_ms / off.p50_ms:.2f}x, p99 {on.p99_ms / off.p99_ms:.2f}x, "
+        f"throughput {on.throughput / off.throughput:.2f}x"
     )
 
 
@@ -312,16 +383,18 @@ def print_tables(
             f"{bus.throughput / raw.throughput:.2f}x",
         )  # fmt: skip
     console.print(ratios)
-    bus, traced = results[("chat", "bus")], results[("chat", "traced")]
-    console.print(
-        f"tracing on / off (chat, bus): p50 {traced.p50_ms / bus.p50_ms:.2f}x, "
-        f"p99 {traced.p99_ms / bus.p99_ms:.2f}x, "
-        f"throughput {traced.throughput / bus.throughput:.2f}x"
-    )
+    console.print(f"tracing on / off (chat, bus): {on_off(results, 'chat', 'traced')}")
+    published = opts.warmup + opts.messages + opts.burst
+    for payload in TOPICS:
+        console.print(
+            f"recording on / off ({payload}, bus): {on_off(results, payload, 'recorded')}; "
+            f"{results[(payload, 'recorded')].recorded} of {published} recorded"
+        )
     console.print(
         "raw: XADD of pre-serialized JSON, XREADGROUP COUNT 64, an XACK per entry, no decoding.\n"
         "bus: a pydantic model per publish; per entry a FastStream decode and validation, a dedup "
         "check, and MULTI (dedup mark + XACK).\n"
+        "recorded: bus, while `marionette record` of every topic runs in a third process.\n"
         "msg/s: burst / (first publish -> last handler entry); publish msg/s: the producer alone.\n"
         "load: --rate / msg/s. Past ~60 % the latencies are mostly queueing and vary run to run.\n"
         "lost: entries never handled (drop_oldest overflow); should be 0."

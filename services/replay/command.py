@@ -84,14 +84,17 @@ def record(
     path = output or Path("recordings") / time.strftime(f"%Y%m%d-%H%M%S{SUFFIX}")
     header = RecordingHeader(topics=tuple(t.name for t in chosen), partitions=bus.partitions)
     writer = RecordingWriter(path, header)
-    until = (
-        "Ctrl-C" + (f", {duration:g} s" if duration else "") + (f", {turns} turns" if turns else "")
-    )
-    console.print(
-        f"recording {', '.join(header.topics)} from {bus.redis_url} to {path} (stops: {until})"
-    )
+    stops = [
+        "Ctrl-C",
+        *([f"{duration:g} s"] if duration else []),
+        *([f"{turns} turns"] if turns else []),
+    ]
+    announce = f"recording {', '.join(header.topics)} from {bus.redis_url} to {path}"
+    announce += f" (stops: {', '.join(stops)})"
     try:
-        stats = asyncio.run(_record(bus, chosen, writer, from_start, StopAfter(duration, turns)))
+        stats = asyncio.run(
+            _record(bus, chosen, writer, from_start, StopAfter(duration, turns), announce)
+        )
     finally:
         writer.close()
     _print_recorded(path, stats)
@@ -103,6 +106,7 @@ async def _record(
     writer: RecordingWriter,
     from_start: bool,
     until: StopAfter,
+    announce: str,
 ) -> RecordingStats:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -111,7 +115,14 @@ async def _record(
     client = Redis.from_url(bus.redis_url or "")
     try:
         recorder = Recorder(client, topics, bus.partitions, writer, from_start=from_start)
-        return await recorder.run(stop, until)
+        recording = asyncio.create_task(recorder.run(stop, until))
+        await asyncio.wait(
+            [recording, asyncio.create_task(recorder.ready.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if recorder.ready.is_set():  # said once the start positions are taken: nothing is missed
+            console.print(announce)
+        return await recording
     finally:
         await client.aclose()
 

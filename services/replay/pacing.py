@@ -11,8 +11,10 @@ from redis.exceptions import ResponseError
 
 log = logging.getLogger("marionette.replay")
 
-BACKLOG_WINDOW = 256
-"""In fast mode, at most this many entries of a stream wait for its slowest live group."""
+BACKLOG_WINDOW = 128
+"""In fast mode, about this many entries of a stream wait for its slowest live group: well
+under a stage's in-process queue (MARIONETTE_QUEUE_SIZE), which drops old audio frames
+when full."""
 CHECK_EVERY = 32
 LIVE_CONSUMER_IDLE_MS = 10_000
 """A consumer that asked for entries this recently is running; older groups are left over."""
@@ -64,9 +66,9 @@ async def live_backlog(client: Redis, stream: str) -> tuple[int, str | None]:
 class ConsumerWindow:
     """Holds a fast replay back while a stream's slowest live consumer group is behind."""
 
-    def __init__(self, client: Redis, window: int = BACKLOG_WINDOW, stall_s: float = 30.0) -> None:
+    def __init__(self, client: Redis, queue_size: int = 256, stall_s: float = 30.0) -> None:
         self.client = client
-        self.window = window
+        self.window = max(1, min(BACKLOG_WINDOW, queue_size // 2 - CHECK_EVERY))
         self.stall_s = stall_s
         self._since_check: Counter[str] = Counter()
 

@@ -58,7 +58,7 @@ async def replay_entries(
     """XADD every recorded entry of the topics (all by default) with the fields it had."""
     wanted = set(topics) if topics is not None else {t.name for t in ALL_TOPICS}
     pacer = Pacer(speed)
-    window = ConsumerWindow(client) if speed is None else None
+    window = ConsumerWindow(client, bus.queue_size) if speed is None else None
     sent: Counter[str] = Counter()
     for record in recording.records():
         topic = record.topic
@@ -176,7 +176,7 @@ async def replay_inputs(
     try:
         await recorder.ready.wait()
         pacer = Pacer(speed)
-        window = ConsumerWindow(client) if speed is None else None
+        window = ConsumerWindow(client, bus.queue_size) if speed is None else None
         async with StageRuntime(inputs.stage, bus):
             for record in recording.records():
                 if message_topic(record) not in inputs.publishers:

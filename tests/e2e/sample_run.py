@@ -239,8 +239,7 @@ def start_recorder(bus: BusSettings, folder: Path) -> "subprocess.Popen[bytes]":
     while "recording" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"`marionette record` did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
-    time.sleep(0.5)  # it prints before it reads the streams' ends
+        time.sleep(0.1)  # it says so once it has taken the streams' ends
     return process
 
 

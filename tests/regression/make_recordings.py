@@ -31,9 +31,8 @@ def start_recording(name: str, bus: BusSettings, folder: Path) -> "subprocess.Po
     path.unlink(missing_ok=True)
     log = folder / f"{name}.log"
     process = marionette(["record", str(path), *topics, "--turns", "2"], bus, log)
-    while "recording" not in log.read_text():  # it takes the streams' ends right after
+    while "recording" not in log.read_text():  # said once it has taken the streams' ends
         time.sleep(0.1)
-    time.sleep(1)
     return process
 
 
