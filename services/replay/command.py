@@ -132,6 +132,11 @@ def _print_recorded(path: Path, stats: RecordingStats) -> None:
     for name, count in sorted(stats.per_topic.items()):
         table.add_row(name, str(count))
     out.print(table)
+    for stream, missed in sorted(stats.lost.items()):
+        console.print(
+            f"[yellow]warning:[/] {missed} entries of {stream} were trimmed (MAXLEN) before "
+            "the recorder read them: raise MARIONETTE_STREAM_MAXLEN for it, or record fewer topics"
+        )
     size_kb = path.stat().st_size / 1024
     out.print(
         f"{stats.messages} messages, {stats.turns_finished} turns finished, "

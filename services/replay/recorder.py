@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from contracts.envelope import Envelope
 from contracts.topics import Topic
@@ -62,6 +63,8 @@ class RecordingStats:
     per_topic: Counter[str] = field(default_factory=Counter)
     turns_finished: int = 0
     seconds: float = 0.0
+    lost: Counter[str] = field(default_factory=Counter)
+    """Per stream: entries trimmed (MAXLEN) before the recorder read them."""
 
     @property
     def messages(self) -> int:
@@ -80,6 +83,15 @@ async def stream_names(
                 if topic_of_stream(stream) is topic:
                     names.add(stream)
     return sorted(names)
+
+
+async def entries_added(client: Redis, stream: str) -> tuple[int, int]:
+    """(entries ever added to the stream, entries it holds now); (0, 0) when there is none."""
+    try:
+        info = await client.xinfo_stream(stream)
+    except ResponseError:
+        return 0, 0
+    return int(info.get("entries-added", 0)), int(info.get("length", 0))
 
 
 async def stream_ends(client: Redis, streams: Iterable[str]) -> dict[str, str]:
@@ -112,6 +124,8 @@ class Recorder:
         self.stats = RecordingStats()
         self.tracker = tracker or TurnTracker(t.name for t in topics)
         self._positions: dict[str, str] = {}
+        self._read: Counter[str] = Counter()  # entries read, per stream
+        self._added_before: dict[str, int] = {}  # entries added before the start, per stream
         self.ready = asyncio.Event()
         """Set once the start positions are taken: what is added after is recorded."""
 
@@ -121,7 +135,19 @@ class Recorder:
             self._positions = dict.fromkeys(streams, "0-0")
         else:
             self._positions = await stream_ends(self.client, streams)
+        for stream in streams:
+            added, held = await entries_added(self.client, stream)
+            self._added_before[stream] = added - held if self.from_start else added
         self.ready.set()
+
+    async def _count_lost(self) -> None:
+        """Entries added since the start that were never read: trimmed before their turn.
+        Exact once the streams are drained (a stream recreated since counts from zero)."""
+        for stream, before in self._added_before.items():
+            added, _ = await entries_added(self.client, stream)
+            missed = added - before - self._read[stream]
+            if missed > 0:
+                self.stats.lost[stream] = missed
 
     async def read_once(self, block_ms: int | None) -> int:
         """One XREAD over every stream; the entries it got are written in added order."""
@@ -136,6 +162,7 @@ class Recorder:
                 records.append(Record(stream, entry_id.decode(), fields))
             if entries:
                 self._positions[stream] = entries[-1][0].decode()
+                self._read[stream] += len(entries)
         records.sort(key=lambda r: r.order)
         for record in records:
             self._write(record)
@@ -176,5 +203,6 @@ class Recorder:
             if not await self.read_once(None):
                 break
         self.sink.flush()
+        await self._count_lost()
         self.stats.seconds = time.monotonic() - started
         return self.stats

@@ -117,6 +117,7 @@ async def test_a_round_trip_reproduces_every_message_byte_for_byte(
     original = await every_entry(redis_client)
     recorded = sum(len(v) for v in original.values())
     assert stats.messages == recorded == 180 + 1 + 4 + 1 + 1
+    assert not stats.lost
     raw_bytes = sum(len(k) + len(v) for e in original.values() for f in e for k, v in f.items())
     assert path.stat().st_size < 0.5 * raw_bytes, "PCM should be stored raw and compressed"
 
@@ -307,3 +308,22 @@ async def test_a_fast_replay_does_not_wait_on_a_group_nobody_runs(
         replay_entries(redis_client, Recording(path), bus_settings, speed=None), 20
     )
     assert sent["control"] == 400
+
+
+async def test_entries_trimmed_before_the_recorder_read_them_are_counted_as_lost(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    sink = RecordedList()
+    recorder = Recorder(redis_client, [CONTROL], bus_settings.partitions, sink)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    async with redis_client.pipeline(transaction=True) as burst:
+        for seq in range(100):  # one MULTI: the recorder wakes once, after the trimming
+            burst.xadd("control", {b"seq": str(seq).encode()}, maxlen=5, approximate=False)
+        await burst.execute()
+    await asyncio.sleep(0.3)
+    stop.set()
+    stats = await task
+    assert len(sink.records) == 5
+    assert dict(stats.lost) == {"control": 95}
