@@ -3,7 +3,7 @@
 from contracts.audio import AudioFrame
 from contracts.avatar import AvatarExpr
 from contracts.chat import ChatMessage
-from contracts.control import Control, Interrupt, ModuleToggle, Panic, PersonaChange
+from contracts.control import Control, Interrupt, ModuleToggle, Panic, Pause, PersonaChange
 from contracts.envelope import Envelope
 from contracts.limits import SCHEMA_VERSION
 from contracts.policy import PolicyToken
@@ -24,6 +24,7 @@ __all__ = [
     "Interrupt",
     "ModuleToggle",
     "Panic",
+    "Pause",
     "PersonaChange",
     "PhonemeTiming",
     "PlaybackProgress",

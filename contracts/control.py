@@ -21,6 +21,18 @@ class Interrupt(_Command):
     reason: Name = "barge_in"
 
 
+class Pause(_Command):
+    """Hold a turn's audio where it is (someone may be starting to talk over it), or go on.
+
+    A pause is not an interrupt: the turn keeps its place, and nothing but playback stops.
+    """
+
+    kind: Literal["pause"] = "pause"
+    target_turn_id: Identifier
+    paused: bool = Field(default=True, description="False: play on from where it stopped.")
+    reason: Name = "barge_in"
+
+
 class PersonaChange(_Command):
     """Switch to another persona file, and/or change some of its fields, in one step."""
 
@@ -50,7 +62,9 @@ class Panic(_Command):
     engaged: bool = True
 
 
-Command = Annotated[Interrupt | PersonaChange | ModuleToggle | Panic, Field(discriminator="kind")]
+Command = Annotated[
+    Interrupt | Pause | PersonaChange | ModuleToggle | Panic, Field(discriminator="kind")
+]
 
 
 class Control(Envelope):

@@ -2,8 +2,11 @@
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
-"""Bumped on any change that an older consumer would misread."""
+SCHEMA_VERSION: Final = 2
+"""Bumped on any change that an older consumer would misread.
+
+2: control takes Pause; playback.progress adds "paused", level_dbfs and heard_text.
+"""
 
 # audio.frame: 16 kHz mono s16le, 10/20/30 ms per frame (what webrtcvad accepts).
 AUDIO_SAMPLE_RATE: Final = 16_000

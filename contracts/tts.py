@@ -59,4 +59,16 @@ class PlaybackProgress(Envelope):
 
     chunk_index: int = Field(ge=0, description="The tts.chunk being played.")
     played_s: float = Field(ge=0, description="Audio of this turn played so far (s).")
-    state: Literal["playing", "finished", "flushed"]
+    state: Literal["playing", "paused", "finished", "flushed"] = Field(
+        description="flushed: stopped for good by an interrupt; paused: held by a pause."
+    )
+    level_dbfs: float | None = Field(
+        default=None,
+        ge=-120,
+        le=0,
+        description="While playing: the loudest 20 ms of the chunk (RMS, dBFS), so asr can "
+        "tell the character's own voice at the microphone from the user's.",
+    )
+    heard_text: Annotated[str, StringConstraints(max_length=MAX_REPLY_CHARS)] | None = Field(
+        default=None, description="When flushed: the reply's text up to where it stopped."
+    )

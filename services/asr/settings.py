@@ -43,6 +43,40 @@ class AsrSettings(MarionetteSettings):
         ge=0,
         description="Silence after which the final transcript starts, before the endpoint.",
     )
+    barge_in: bool = Field(
+        default=True, description="Let the user talk over the character to interrupt it."
+    )
+    barge_in_onset_ms: int = Field(
+        default=40, ge=10, le=1000,
+        description="Speech over the character that pauses it (it goes quiet at once).",
+    )  # fmt: skip
+    barge_in_min_speech_ms: int = Field(
+        default=500, ge=0, le=5000,
+        description="Speech over the character that interrupts its turn; a cough or an "
+        "'uh-huh' is shorter, and the character goes on.",
+    )  # fmt: skip
+    barge_in_resume_ms: int = Field(
+        default=300, ge=20, le=5000,
+        description="Quiet after a pause that lets the character go on (the speech was short).",
+    )  # fmt: skip
+    echo_coupling_db: float = Field(
+        default=-10.0, ge=-80, le=20,
+        description="How much quieter the character's voice is at the microphone than in "
+        "its output, until asr has measured it (about a second of speaking).",
+    )  # fmt: skip
+    echo_margin_db: float = Field(
+        default=6.0, ge=0, le=40,
+        description="How much louder than the character's echo the user must be to count.",
+    )  # fmt: skip
+    echo_tail_ms: int = Field(
+        default=300, ge=0, le=3000,
+        description="After the character stops, its voice may still reach the microphone "
+        "(output latency, the room) for this long.",
+    )  # fmt: skip
+    barge_in_min_dbfs: float = Field(
+        default=-50.0, ge=-120, le=0,
+        description="Over the character, quieter audio is never the user's speech.",
+    )  # fmt: skip
     model: str = Field(
         default="tiny.en",
         description="faster-whisper model: tiny.en (bundled), a model directory, or a name.",

@@ -1,4 +1,5 @@
-"""asr: audio.frame in; asr.speech, asr.partial and asr.final out.
+"""asr: audio.frame and playback.progress in; asr.speech, asr.partial, asr.final and
+control (barge-in) out.
 
 Per session, an Endpointer finds utterances. The final transcript starts as soon as the
 trailing silence begins (speculatively), so by the time the endpoint is certain it is
@@ -7,12 +8,18 @@ and a job that is no longer wanted when its turn comes (a partial once the final
 started, a speculation the speaker talked over) is skipped, so the final never waits
 behind stale work.
 
+While the character talks (playback.progress says so), a BargeIn per session gates the VAD
+against its echo and decides when the user talks over it: a pause on `control` at once,
+then an interrupt once it is clearly speech, or letting it go on if it was a cough; the
+speech that only paused it is not published as a turn.
+
 Each utterance is one span, the root of its turn's trace: it starts at the capture time
 of the first speech frame, marks the end of speech, and ends when the final is out.
 Everything asr publishes about the utterance is inside it; frames get no spans.
 """
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -21,8 +28,25 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from contracts import AsrFinal, AsrPartial, AudioFrame, SpeechEvent
-from contracts.topics import ASR_FINAL, ASR_PARTIAL, ASR_SPEECH, AUDIO_FRAME
+from contracts import (
+    AsrFinal,
+    AsrPartial,
+    AudioFrame,
+    Control,
+    Interrupt,
+    Pause,
+    PlaybackProgress,
+    SpeechEvent,
+)
+from contracts.topics import (
+    ASR_FINAL,
+    ASR_PARTIAL,
+    ASR_SPEECH,
+    AUDIO_FRAME,
+    CONTROL,
+    PLAYBACK_PROGRESS,
+)
+from services.asr.barge_in import BargeIn, BargeInEvent, Hold, Resume
 from services.asr.endpointer import (
     Endpointer,
     Event,
@@ -48,6 +72,7 @@ stage = Stage("asr")
 speech_events = stage.publisher(ASR_SPEECH)
 partials = stage.publisher(ASR_PARTIAL)
 finals = stage.publisher(ASR_FINAL)
+control_out = stage.publisher(CONTROL)
 
 
 @dataclass
@@ -66,6 +91,7 @@ class SessionListener:
     final_started: bool = False
     speculation: Speculation | None = None
     span: trace.Span = trace.INVALID_SPAN  # the current utterance's
+    backchannel: bool = False  # the utterance only paused the character: not a turn
     wall_offset_s: float = 0.0  # capture time minus audio time, from the latest frame
 
     def wall_ns(self, audio_s: float) -> int:
@@ -82,12 +108,23 @@ class AsrService:
         self.settings = settings
         self.recognizer = recognizer
         self.listeners: dict[str, SessionListener] = {}
+        self.barge_ins: dict[str, BargeIn] = {}
         self._recognizer_turn = asyncio.Lock()  # FIFO: jobs run in the order asked
+        # Unique across restarts, so a new process's controls are never taken for repeats.
+        self._control_seq = itertools.count(round(time.time() * 1000))
+
+    def _barge_in(self, session: str) -> BargeIn:
+        if session not in self.barge_ins:
+            self.barge_ins[session] = BargeIn(self.settings, make_vad(self.settings))
+        return self.barge_ins[session]
+
+    def on_progress(self, progress: PlaybackProgress) -> None:
+        self._barge_in(progress.session_id).on_progress(progress)
 
     def _listener(self, frame: AudioFrame) -> SessionListener:
         listener = self.listeners.get(frame.session_id)
         if listener is None or listener.capture_run != frame.turn_id:
-            endpointer = Endpointer(self.settings, make_vad(self.settings))
+            endpointer = Endpointer(self.settings, self._barge_in(frame.session_id))
             listener = SessionListener(endpointer, capture_run=frame.turn_id)
             self.listeners[frame.session_id] = listener
         return listener
@@ -107,11 +144,34 @@ class AsrService:
         listener = self._listener(frame)
         at_s = frame.seq * frame.duration_ms / 1000
         listener.wall_offset_s = frame.captured_at - at_s
-        for event in listener.endpointer.push(frame.pcm, at_s):
+        events = listener.endpointer.push(frame.pcm, at_s)
+        for barge_in in self._barge_in(frame.session_id).drain():
+            await self._on_barge_in(frame.session_id, listener, barge_in)
+        for event in events:
             if isinstance(event, SpeechStarted):
                 self._open_utterance(frame.session_id, listener, event)
             with trace.use_span(listener.span):
                 await self._on_event(frame.session_id, listener, event)
+
+    async def _on_barge_in(
+        self, session: str, listener: SessionListener, event: BargeInEvent
+    ) -> None:
+        command: Pause | Interrupt
+        if isinstance(event, Hold):
+            command = Pause(target_turn_id=event.turn_id)
+        elif isinstance(event, Resume):
+            command = Pause(target_turn_id=event.turn_id, paused=False)
+            listener.backchannel = listener.endpointer.in_speech
+        else:
+            command = Interrupt(target_turn_id=event.turn_id)
+            listener.backchannel = False
+        log.info("%s: %s turn %s", session, type(event).__name__.lower(), event.turn_id)
+        await control_out.publish(
+            Control(
+                session_id=session, turn_id=event.turn_id, seq=next(self._control_seq),
+                command=command,
+            )
+        )  # fmt: skip
 
     async def _on_event(self, session: str, listener: SessionListener, event: Event) -> None:
         if isinstance(event, SpeechStarted):
@@ -152,6 +212,7 @@ class AsrService:
         self, session: str, listener: SessionListener, event: SpeechStarted
     ) -> None:
         listener.speech_start_s = event.speech_start_s
+        listener.backchannel = False
         listener.partial_seq = 0
         listener.final_started = False
         listener.speculation = None
@@ -215,6 +276,10 @@ class AsrService:
             transcript = await self._transcribe(event.audio)
         assert transcript is not None
         listener.span.set_attribute("marionette.text", transcript.text[:200])
+        if listener.backchannel:
+            log.info("%s/%s: only talked over the character briefly (%r); not a turn",
+                     session, listener.turn_id, transcript.text[:80])  # fmt: skip
+            return
         if not transcript.text:
             log.info("%s/%s: no words in that utterance", session, listener.turn_id)
             return
@@ -241,6 +306,11 @@ service = ServiceSlot(build_service)
 @stage.consumer(AUDIO_FRAME)
 async def on_frame(frame: AudioFrame) -> None:
     await (await service.get()).handle(frame)
+
+
+@stage.consumer(PLAYBACK_PROGRESS)
+async def on_progress(progress: PlaybackProgress) -> None:
+    (await service.get()).on_progress(progress)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:

@@ -3,6 +3,7 @@
 import numpy as np
 
 from contracts.tts import PhonemeTiming
+from services.audio_levels import frame_loudness_db
 
 # Open vowels open the mouth most; lips close for m, b, p. (IPA, as Piper's phonemes.)
 _OPENNESS = {
@@ -19,19 +20,6 @@ def _openness(phoneme: str) -> float:
     if not phoneme or phoneme[0] in _SILENT:
         return 0.0
     return _OPENNESS.get(phoneme[0], _CONSONANT)
-
-
-def frame_loudness_db(pcm: bytes, sample_rate: int, fps: int) -> np.ndarray:
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    per_frame = sample_rate / fps
-    frames = int(np.ceil(len(samples) / per_frame))
-    db = np.full(frames, -120.0, dtype=np.float32)
-    for n in range(frames):
-        window = samples[int(n * per_frame) : int((n + 1) * per_frame)]
-        if len(window):
-            rms = float(np.sqrt(np.mean(window**2)))
-            db[n] = 20 * np.log10(max(rms, 1e-6))
-    return db
 
 
 def mouth_track(

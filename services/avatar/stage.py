@@ -1,12 +1,16 @@
-"""avatar: tts.chunk in; avatar.expr out (expression, mouth track), plus blinks and idle."""
+"""avatar: tts.chunk in; avatar.expr out (expression, mouth track), plus blinks and idle.
+
+An interrupt closes the mouth at once: an idle expression for the turn with a sequence
+number above any chunk's, so a consumer that keeps the latest per turn ends there.
+"""
 
 import asyncio
 import logging
 import random
 import time
 
-from contracts import AvatarExpr, TtsChunk
-from contracts.topics import AVATAR_EXPR, TTS_CHUNK
+from contracts import AvatarExpr, Control, TtsChunk
+from contracts.topics import AVATAR_EXPR, CONTROL, TTS_CHUNK
 from services.avatar.mouth import mouth_track
 from services.avatar.settings import AvatarSettings
 from services.bus import BusSettings, Stage, StageRuntime
@@ -17,6 +21,9 @@ log = logging.getLogger("marionette.avatar")
 
 stage = Stage("avatar")
 expressions_out = stage.publisher(AVATAR_EXPR)
+
+INTERRUPTED_SEQ = 1_000_000
+"""Above any chunk's 2 * index + 1: nothing of an interrupted turn comes after it."""
 
 
 class AvatarService:
@@ -61,6 +68,17 @@ class AvatarService:
                 )
             )  # fmt: skip
 
+    async def interrupt(self, session: str, turn: str) -> None:
+        if self.offset_s.pop((session, turn), None) is None:
+            return  # not speaking this turn: the mouth is shut already
+        await expressions_out.publish(
+            AvatarExpr(
+                session_id=session, turn_id=turn, seq=INTERRUPTED_SEQ,
+                expression=self.expression.get(session, "neutral"), fps=self.settings.fps,
+                state="idle",
+            )
+        )  # fmt: skip
+
     async def blink_forever(self) -> None:
         """Blinks for every session seen in the last minute, at irregular intervals."""
         while True:
@@ -88,9 +106,16 @@ async def build_service() -> AvatarService:
 service = ServiceSlot(build_service)
 
 
-@stage.consumer(TTS_CHUNK)
+@stage.consumer(TTS_CHUNK, drop_interrupted=True)
 async def on_chunk(chunk: TtsChunk) -> None:
     await (await service.get()).handle(chunk)
+
+
+@stage.consumer(CONTROL)
+async def on_control(message: Control) -> None:
+    interrupt = stage.interrupted.note(message)
+    if interrupt is not None:
+        await (await service.get()).interrupt(message.session_id, interrupt.target_turn_id)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:

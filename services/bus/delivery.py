@@ -8,6 +8,7 @@ mark and the XACK go in one transaction.
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from services.bus.wire import MalformedMessage, StreamEntry, decode_entry
 
 log = logging.getLogger("marionette.bus")
 
-Outcome = Literal["handled", "duplicate", "dead_letter", "dropped", "abandoned"]
+Outcome = Literal["handled", "duplicate", "stale", "dead_letter", "dropped", "abandoned"]
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ConsumerStats:
 
     handled: int = 0
     duplicates: int = 0
+    stale: int = 0
     dead_letters: int = 0
     retries: int = 0
     dropped: int = 0
@@ -51,6 +53,8 @@ class ConsumerStats:
             self.handled += 1
         elif outcome == "duplicate":
             self.duplicates += 1
+        elif outcome == "stale":
+            self.stale += 1
         elif outcome == "dead_letter":
             self.dead_letters += 1
         elif outcome == "dropped":
@@ -70,7 +74,9 @@ class EntryProcessor:
         subscriber: Any,
         dedup: Deduplicator,
         settings: BusSettings,
+        stale: Callable[[Envelope], bool] | None = None,
     ) -> None:
+        """stale: says which messages are no longer wanted (an interrupted turn's)."""
         self.client = client
         self.topic = topic
         self.group = group
@@ -78,6 +84,7 @@ class EntryProcessor:
         self.subscriber = subscriber
         self.dedup = dedup
         self.settings = settings
+        self.stale = stale
         self.stats = ConsumerStats()
         self.in_flight: dict[tuple[str, bytes], float] = {}
 
@@ -107,6 +114,10 @@ class EntryProcessor:
         if not entry.redriven and await self.dedup.is_duplicate(envelope):
             await self._commit(entry, None)
             return "duplicate"
+
+        if self.stale is not None and self.stale(envelope):
+            await self._commit(entry, envelope)
+            return "stale"
 
         attempt = entry.delivery_count
         cause = Cause(entry.stream, entry.entry_id.decode(), entry.read_at)

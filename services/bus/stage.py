@@ -36,6 +36,7 @@ from services.bus.dead_letters import dead_letter_stream
 from services.bus.dedup import Deduplicator, HandledIds, HighWaterMarks
 from services.bus.delivery import ConsumerStats, EntryProcessor
 from services.bus.faststream_bridge import make_broker, start_without_fetch_loops
+from services.bus.interrupts import InterruptedTurns
 from services.bus.leases import PartitionLeases
 from services.bus.partitions import stream_for, streams_of
 from services.bus.readers import PartitionedReader, SharedReader
@@ -100,6 +101,7 @@ class ConsumerSpec:
     topic: Topic[Any]
     subscriber: Any
     handler: Callable[..., Any]
+    drop_interrupted: bool = False
 
 
 class Stage:
@@ -110,6 +112,8 @@ class Stage:
         self.router = RedisRouter()
         self.consumers: list[ConsumerSpec] = []
         self.publishers: list[TopicPublisher[Any]] = []
+        self.interrupted = InterruptedTurns()
+        """Turns this stage was told to interrupt (its control handler adds them)."""
 
     def publisher(self, topic: Topic[M]) -> TopicPublisher[M]:
         faststream_publisher = self.router.publisher(
@@ -122,7 +126,11 @@ class Stage:
         self.publishers.append(publisher)
         return publisher
 
-    def consumer(self, topic: Topic[Any]) -> Callable[[Handler], Handler]:
+    def consumer(
+        self, topic: Topic[Any], *, drop_interrupted: bool = False
+    ) -> Callable[[Handler], Handler]:
+        """Declare the handler of a topic. drop_interrupted: entries of a turn in
+        `self.interrupted` are acknowledged without calling it (late work of that turn)."""
         if any(spec.topic.name == topic.name for spec in self.consumers):
             raise ValueError(f"stage {self.name} already consumes {topic.name}")
         subscriber = self.router.subscriber(
@@ -134,7 +142,7 @@ class Stage:
 
         def register(handler: Handler) -> Handler:
             subscriber(handler)
-            self.consumers.append(ConsumerSpec(topic, subscriber, handler))
+            self.consumers.append(ConsumerSpec(topic, subscriber, handler, drop_interrupted))
             return handler
 
         return register
@@ -212,6 +220,7 @@ class StageRuntime:
                 subscriber=spec.subscriber,
                 dedup=self._deduplicator(spec.topic),
                 settings=self.settings,
+                stale=self.stage.interrupted.covers if spec.drop_interrupted else None,
             )
             self.processors[spec.topic.name] = processor
             self._readers.append(self._reader(processor))

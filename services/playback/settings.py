@@ -26,3 +26,10 @@ class PlaybackSettings(MarionetteSettings):
     jitter_chunks: int = Field(
         default=8, ge=1, le=256, description="Out-of-order chunks held before one is skipped."
     )
+    block_ms: int = Field(
+        default=20, ge=5, le=200, description="Audio handed to the output at a time: a pause "
+        "or an interrupt takes effect within one block.",
+    )  # fmt: skip
+    max_pause_s: float = Field(
+        default=4.0, gt=0, le=60, description="A pause nobody lifts ends by itself after this."
+    )

@@ -13,6 +13,13 @@ from redis.asyncio import Redis
 class Message(BaseModel):
     role: str  # "user" or "assistant"
     content: str
+    turn_id: str | None = None
+    interrupted: bool = False  # the user talked over it: content is what they heard
+
+    def for_prompt(self) -> dict[str, str]:
+        # A dash, as in a script, tells the model the line was cut off there.
+        content = f"{self.content}—" if self.interrupted else self.content
+        return {"role": self.role, "content": content}
 
 
 class Memory(BaseModel):
@@ -21,12 +28,20 @@ class Memory(BaseModel):
     since_summary: int = 0
     updated_at: float = 0.0
 
-    def add(self, role: str, content: str) -> None:
-        self.messages.append(Message(role=role, content=content))
+    def add(self, role: str, content: str, turn_id: str | None = None) -> None:
+        self.messages.append(Message(role=role, content=content, turn_id=turn_id))
         self.since_summary += 1
 
+    def cut_short(self, turn_id: str, heard: str) -> bool:
+        """Keep only what the user heard of the reply to `turn_id`; False if not found."""
+        for message in reversed(self.messages):
+            if message.role == "assistant" and message.turn_id == turn_id:
+                message.content, message.interrupted = heard, True
+                return True
+        return False
+
     def as_prompt(self) -> list[dict[str, str]]:
-        return [m.model_dump() for m in self.messages]
+        return [m.for_prompt() for m in self.messages]
 
 
 class MemoryStore:

@@ -8,6 +8,10 @@ remember what the character said.
 The turn's span is FastStream's (handling asr.final or chat.message); inside it,
 `llm.generate` marks the first token. Tokens carry the trace onward without spans of
 their own. A memory summary between turns is its own trace, linked to the turn.
+
+An interrupt on `control` stops the turn's generation at the next token (status
+"interrupted"); when playback reports how far the reply got, memory keeps only what was
+heard, so the next prompt has the reply as the user knows it.
 """
 
 import asyncio
@@ -21,10 +25,17 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from redis.asyncio import Redis
 
-from contracts import AsrFinal, ChatMessage, Control, PersonaChange, PolicyToken
+from contracts import (
+    AsrFinal,
+    ChatMessage,
+    Control,
+    PersonaChange,
+    PlaybackProgress,
+    PolicyToken,
+)
 from contracts.limits import MAX_REPLY_CHARS, MAX_TOKEN_CHARS
 from contracts.policy import ReplyStatus
-from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, POLICY_TOKEN
+from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, PLAYBACK_PROGRESS, POLICY_TOKEN
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
@@ -169,7 +180,7 @@ class PolicyService:
                 status = await self._generate(reply, self.prompt(persona, memory, turn), turn)
                 said = await reply.finish(status)
             memory.add("user", turn.as_user_message())
-            memory.add("assistant", said)
+            memory.add("assistant", said, turn.turn_id)
             await self.memories.save(turn.session_id, memory)
             if self._fold_due(memory):
                 self._fold_later(turn.session_id)
@@ -241,6 +252,8 @@ class PolicyService:
                         span.add_event("first_token")
                         LLM_FIRST_TOKEN.labels(self.backend.name).observe(time.monotonic() - asked)
                         asked = 0.0
+                    if stage.interrupted.covers_turn(turn.session_id, turn.turn_id):
+                        return "interrupted"  # leaving the loop stops the backend
                     await reply.add(token)
                 return "ok"
             except BackendFailed as exc:
@@ -268,6 +281,16 @@ class PolicyService:
         except BackendFailed as exc:
             log.warning("could not summarize memory (%s); keeping the old summary", exc)
         memory.since_summary = 0
+
+    async def remember_heard(self, progress: PlaybackProgress) -> None:
+        """An interrupted reply: memory keeps what was played of it, marked as cut off."""
+        session, turn = progress.session_id, progress.turn_id or ""
+        async with self._session_locks[session]:
+            memory = await self.memories.load(session)
+            if memory.cut_short(turn, progress.heard_text or ""):
+                await self.memories.save(session, memory)
+            else:
+                log.warning("%s/%s: interrupted, but that reply is not in memory", session, turn)
 
     async def control(self, message: Control) -> None:
         if isinstance(message.command, PersonaChange):
@@ -309,7 +332,14 @@ async def on_chat(chat: ChatMessage) -> None:
 
 @stage.consumer(CONTROL)
 async def on_control(message: Control) -> None:
+    stage.interrupted.note(message)  # the turn's generation sees it at its next token
     await (await service.get()).control(message)
+
+
+@stage.consumer(PLAYBACK_PROGRESS)
+async def on_progress(progress: PlaybackProgress) -> None:
+    if progress.state == "flushed":
+        await (await service.get()).remember_heard(progress)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:

@@ -38,8 +38,16 @@ SUFFIX = ".mrec"
 _PCM_KEY = b'"pcm":"'
 
 Migration = Callable[[str, dict[str, Any]], dict[str, Any]]
-MIGRATIONS: dict[int, Migration] = {}
+
+
+def _unchanged(topic_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+MIGRATIONS: dict[int, Migration] = {1: _unchanged}
 """Body migrations: MIGRATIONS[v](topic name, body of version v) -> body of version v + 1.
+
+1 -> 2 only added a command and optional fields, so a version 1 body reads as version 2.
 
 Add one when SCHEMA_VERSION goes up and old recordings can be carried forward; without
 one, a recording of the old version is refused with the reason.

@@ -52,6 +52,8 @@ class ConsumerCounts(Protocol):
     @property
     def duplicates(self) -> int: ...
     @property
+    def stale(self) -> int: ...
+    @property
     def dead_letters(self) -> int: ...
     @property
     def retries(self) -> int: ...
@@ -94,7 +96,8 @@ class BusCollector(Collector):
         consumed = CounterMetricFamily(
             "marionette_consumed_messages",
             "Entries a stage's consumer finished, by outcome: handled, duplicate, "
-            "dead_letter, dropped (overflow: old audio frames), retried, claimed.",
+            "stale (of an interrupted turn), dead_letter, dropped (overflow: old audio "
+            "frames), retried, claimed.",
             labels=["stage", "topic", "outcome"],
         )
         lag = GaugeMetricFamily(
@@ -167,6 +170,7 @@ def _lag(client: redis.Redis, stream: str, group: dict[str, object]) -> int:
 def _outcomes(counts: ConsumerCounts) -> Iterable[tuple[str, int]]:
     yield "handled", counts.handled
     yield "duplicate", counts.duplicates
+    yield "stale", counts.stale
     yield "dead_letter", counts.dead_letters
     yield "dropped", counts.dropped
     yield "retried", counts.retries

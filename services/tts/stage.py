@@ -5,6 +5,9 @@ is normalized for speech and synthesized as soon as it is complete, so the first
 out while the LLM is still writing. The last chunk of a turn has final=True (an empty one
 if the reply ended without text to speak).
 
+An interrupt on `control` ends a turn here at once: what is being synthesized is not
+published, the rest of its text is dropped, and its later tokens are dropped by turn id.
+
 A turn's work here is one span, `tts.speak`, from its first token to its last chunk,
 with a `tts.synthesize` span per unit; its chunks continue the turn's trace.
 """
@@ -16,9 +19,9 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from contracts import PolicyToken, TtsChunk
+from contracts import Control, PolicyToken, TtsChunk
 from contracts.limits import MAX_EXPRESSIONS
-from contracts.topics import POLICY_TOKEN, TTS_CHUNK
+from contracts.topics import CONTROL, POLICY_TOKEN, TTS_CHUNK
 from services.bus import BusSettings, Stage, StageRuntime
 from services.bus.service_slot import ServiceSlot
 from services.bus.settings import load_settings
@@ -66,6 +69,8 @@ class TtsService:
         return self.turns[key]
 
     async def handle(self, token: PolicyToken) -> None:
+        if stage.interrupted.covers(token):
+            return  # it was interrupted while this token waited
         turn = self._turn(token)
         turn.expressions += token.expressions
         units = turn.splitter.feed(token.text)
@@ -75,11 +80,19 @@ class TtsService:
         with trace.use_span(turn.span, end_on_exit=token.final):
             for number, unit in enumerate(units):
                 last = token.final and number == len(units) - 1
-                await self._speak(token, turn, unit, last)
+                if not await self._speak(token, turn, unit, last):
+                    return
             if token.final and not units:
                 await self._speak(token, turn, "", final=True)
 
-    async def _speak(self, token: PolicyToken, turn: TurnSpeech, text: str, final: bool) -> None:
+    def interrupt(self, session_id: str, turn_id: str) -> None:
+        turn = self.turns.pop((session_id, turn_id), None)
+        if turn is not None:
+            turn.span.set_attribute("marionette.interrupted", True)
+            turn.span.end()
+
+    async def _speak(self, token: PolicyToken, turn: TurnSpeech, text: str, final: bool) -> bool:
+        """Synthesize and publish one unit; False when the turn was interrupted meanwhile."""
         if text:
             with tracer.start_as_current_span("tts.synthesize") as span:
                 speech = await self._synthesize(text)
@@ -87,6 +100,8 @@ class TtsService:
                 span.set_attributes({"marionette.chars": len(text), "marionette.audio_s": audio_s})
         else:
             speech = Speech(b"", self.synthesizer.sample_rate, [])
+        if stage.interrupted.covers(token):
+            return False
         await chunks_out.publish(
             TtsChunk(
                 session_id=token.session_id, turn_id=token.turn_id, seq=turn.index,
@@ -101,6 +116,7 @@ class TtsService:
             )
         turn.index += 1
         turn.expressions = []
+        return True
 
     async def _synthesize(self, text: str) -> Speech:
         spoken = normalize_for_speech(text)
@@ -117,9 +133,16 @@ async def build_service() -> TtsService:
 service = ServiceSlot(build_service)
 
 
-@stage.consumer(POLICY_TOKEN)
+@stage.consumer(POLICY_TOKEN, drop_interrupted=True)
 async def on_token(token: PolicyToken) -> None:
     await (await service.get()).handle(token)
+
+
+@stage.consumer(CONTROL)
+async def on_control(message: Control) -> None:
+    interrupt = stage.interrupted.note(message)
+    if interrupt is not None:
+        (await service.get()).interrupt(message.session_id, interrupt.target_turn_id)
 
 
 async def main(bus: BusSettings, stop: asyncio.Event) -> None:

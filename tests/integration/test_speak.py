@@ -14,8 +14,9 @@ from contracts import AvatarExpr, PlaybackProgress, PolicyToken, TtsChunk
 from contracts.topics import AVATAR_EXPR, PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK
 from services.asr.recognizer import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
+from services.audio_levels import frame_loudness_db
 from services.avatar import stage as avatar
-from services.avatar.mouth import frame_loudness_db, mouth_track
+from services.avatar.mouth import mouth_track
 from services.avatar.settings import AvatarSettings
 from services.bus import BusSettings, Stage, StageRuntime
 from services.playback import stage as playback

@@ -116,7 +116,7 @@ def header(**changes: object) -> dict[str, Any]:
             "upgrade Marionette",
         ),
         (
-            gzip.compress(msgpack.packb(header(schema_version=SCHEMA_VERSION - 1))),
+            gzip.compress(msgpack.packb(header(schema_version=0))),
             "no migration from version",
         ),
     ],

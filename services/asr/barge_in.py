@@ -1,0 +1,169 @@
+"""Barge-in: noticing the user talk over the character, and not its own voice.
+
+asr learns from playback.progress which turn the character is saying and how loud it is.
+While its voice may reach the microphone, a chunk of audio counts as the user's speech
+only if the VAD says speech *and* it is louder than the character's voice would be there:
+the chunk's played level, plus the echo coupling (measured while it talks and nobody else
+does), plus a margin. This echo gate also feeds the endpointer, so the character never
+takes its own voice for a turn.
+
+Over a talking character:
+  barge_in_onset_ms of gated speech   -> Hold: playback pauses, the character goes quiet
+  then barge_in_min_speech_ms of it   -> InterruptTurn: the turn ends everywhere
+  or barge_in_resume_ms of quiet first -> Resume: a cough, an "uh-huh"; it goes on, and
+                                          that utterance is not a turn of its own
+
+What the gate cannot do: tell the user from the echo when the user is not clearly louder
+at the microphone than the character's voice (speakers loud, user far). Headphones, or an
+echo canceller in front of capture, solve that; the README says how.
+"""
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from contracts import PlaybackProgress
+from services.asr.settings import AsrSettings
+from services.asr.vad import VoiceActivity
+from services.audio_levels import level_dbfs
+
+COUPLING_WINDOW_S = 2.0
+"""The echo coupling is the loudest seen over this much of the character's speech."""
+COUPLING_LEARNED_S = 1.0
+"""Before this much was measured, the configured coupling is the floor."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class InterruptTurn:
+    turn_id: str
+
+
+BargeInEvent = Hold | Resume | InterruptTurn
+
+
+@dataclass
+class CharacterVoice:
+    """What playback last said about the character's voice."""
+
+    turn_id: str
+    state: str
+    level_dbfs: float
+    since: float
+    earlier_level_dbfs: float  # the chunk before: its echo outlasts its end a little
+
+
+class BargeIn:
+    """One session's echo gate and barge-in detector; the VoiceActivity of its endpointer."""
+
+    def __init__(
+        self,
+        settings: AsrSettings,
+        vad: VoiceActivity,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.chunk_ms = vad.chunk_ms
+        self._vad = vad
+        self._clock = clock
+        self.voice: CharacterVoice | None = None
+        self._excess: deque[float] = deque(maxlen=round(COUPLING_WINDOW_S * 1000 / vad.chunk_ms))
+        self._run_ms = 0
+        self._held: str | None = None
+        self._voiced_ms = 0
+        self._quiet_ms = 0
+        self._interrupted: str | None = None
+        self._events: list[BargeInEvent] = []
+
+    def on_progress(self, progress: PlaybackProgress) -> None:
+        turn = progress.turn_id or ""
+        now = self._clock()
+        last = self.voice
+        level = progress.level_dbfs
+        if level is None:
+            level = last.level_dbfs if last is not None and last.turn_id == turn else -120.0
+        earlier = last.level_dbfs if last is not None else level
+        self.voice = CharacterVoice(turn, progress.state, level, now, earlier)
+
+    def is_speech(self, chunk: bytes) -> bool:
+        voiced = self._vad.is_speech(chunk)
+        threshold = self._threshold()
+        if threshold is not None:
+            level = level_dbfs(chunk)
+            louder = level >= threshold
+            if not (voiced and louder) and self._measuring():
+                self._excess.append(level - self.voice.level_dbfs)  # type: ignore[union-attr]
+            voiced = voiced and louder
+        if self.settings.barge_in:
+            self._follow(voiced)
+        return voiced
+
+    def drain(self) -> list[BargeInEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def coupling_db(self) -> float:
+        """How much quieter than its output the character is at the microphone."""
+        measured = max(self._excess, default=-120.0)
+        if len(self._excess) * self.chunk_ms < COUPLING_LEARNED_S * 1000:
+            return max(measured, self.settings.echo_coupling_db)
+        return measured
+
+    def _measuring(self) -> bool:
+        """Is what the microphone hears now the character alone? (It plays; nobody else
+        seems to talk.)"""
+        voice = self.voice
+        playing = voice is not None and voice.state == "playing"
+        return playing and self._held is None and not self._run_ms
+
+    def _threshold(self) -> float | None:
+        """The level the user's speech must reach now; None when the character is silent."""
+        voice = self.voice
+        if voice is None:
+            return None
+        tail_s = self.settings.echo_tail_ms / 1000
+        recent = self._clock() - voice.since < tail_s
+        if voice.state != "playing" and not recent:
+            return None
+        played = max(voice.level_dbfs, voice.earlier_level_dbfs) if recent else voice.level_dbfs
+        echo = played + self.coupling_db() + self.settings.echo_margin_db
+        return max(self.settings.barge_in_min_dbfs, echo)
+
+    def _talking_turn(self) -> str | None:
+        voice = self.voice
+        if voice is None or voice.state != "playing" or voice.turn_id == self._interrupted:
+            return None
+        return voice.turn_id
+
+    def _follow(self, voiced: bool) -> None:
+        if self._held is not None:
+            self._while_held(self._held, voiced)
+            return
+        turn = self._talking_turn()
+        self._run_ms = self._run_ms + self.chunk_ms if voiced and turn else 0
+        if turn is not None and self._run_ms >= self.settings.barge_in_onset_ms:
+            self._events.append(Hold(turn))
+            self._held, self._voiced_ms, self._quiet_ms, self._run_ms = turn, self._run_ms, 0, 0
+
+    def _while_held(self, turn: str, voiced: bool) -> None:
+        if voiced:
+            self._voiced_ms += self.chunk_ms
+            self._quiet_ms = 0
+            if self._voiced_ms >= self.settings.barge_in_min_speech_ms:
+                self._events.append(InterruptTurn(turn))
+                self._held, self._interrupted = None, turn
+        else:
+            self._quiet_ms += self.chunk_ms
+            if self._quiet_ms >= self.settings.barge_in_resume_ms:
+                self._events.append(Resume(turn))
+                self._held = None
