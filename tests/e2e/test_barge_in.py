@@ -209,10 +209,10 @@ async def session(marionette: Marionette, request: pytest.FixtureRequest) -> Asy
 
 
 def speech_onset_s(audio: np.ndarray) -> float:
-    """Where speech starts in the audio: its first 20 ms within 30 dB of its loudest."""
+    """Where speech starts in the audio: its first 20 ms within 40 dB of its loudest."""
     frames = audio[: len(audio) // 320 * 320].reshape(-1, 320)
     db = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
-    return float(np.argmax(db > db.max() - 30)) * 0.02
+    return float(np.argmax(db > db.max() - 40)) * 0.02
 
 
 async def speak_into_reply(session: Session, turn: str, audio: np.ndarray) -> float:
@@ -241,11 +241,14 @@ async def test_talking_over_a_reply_interrupts_it_and_memory_keeps_what_was_hear
     paused = next(p for p in await session.progress(turn) if p.state == "paused")
     assert paused.played_s == flushed.played_s
     assert session.played_s(turn) == pytest.approx(flushed.played_s, abs=0.002)
-    quiet_after_s = paused.created_at.timestamp() - spoke_at
-    assert 0 < quiet_after_s < 0.3, f"the reply went on for {quiet_after_s:.3f} s"
-    controls = [c.command for c in await session.of(CONTROL)]
-    assert [type(c) for c in controls] == [Pause, Interrupt]
-    assert all(c.target_turn_id == turn for c in controls)
+    # It went quiet while the user was still speaking (how fast: benchmarks/barge_in.py),
+    # and was interrupted only once that was clearly speech, not a cough.
+    question_s = len(question) / RATE - speech_onset_s(question)
+    assert spoke_at < paused.created_at.timestamp() < spoke_at + question_s
+    controls = await session.of(CONTROL)
+    assert [type(c.command) for c in controls] == [Pause, Interrupt]
+    assert all(c.command.target_turn_id == turn for c in controls)
+    assert controls[1].created_at.timestamp() - spoke_at >= 0.45
 
     # The mouth closed; nothing of that turn came after.
     exprs = [e for e in await session.of(AVATAR_EXPR) if e.turn_id == turn]

@@ -95,10 +95,10 @@ def listen(barge_in: BargeIn, clock: Clock, audio: np.ndarray) -> list[tuple[flo
 
 
 def speech_onset_s(audio: np.ndarray, offset_s: float) -> float:
-    """Where the user's speech starts: its first 20 ms within 30 dB of its loudest."""
+    """Where the user's speech starts: its first 20 ms within 40 dB of its loudest."""
     frames = audio[: len(audio) // CHUNK * CHUNK].reshape(-1, CHUNK)
     db = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
-    return offset_s + float(np.argmax(db > db.max() - 30)) * 0.02
+    return offset_s + float(np.argmax(db > db.max() - 40)) * 0.02
 
 
 def test_talking_over_the_character_pauses_it_at_once_then_interrupts(

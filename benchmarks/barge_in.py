@@ -1,0 +1,315 @@
+"""Barge-in latency: from the first speech frame of the interruption to the last frame of
+the reply played, through real processes.
+
+    python -m benchmarks.barge_in [--trials N] [--quick]
+
+`marionette up --stage asr --stage playback` runs as a user would (faster-whisper, the
+real VAD, WAV playback paced in real time). This script plays the other parts: it
+publishes a reply's tts.chunk messages (real Piper audio) as tts would, and a scripted
+microphone (services.bench.scripted_mic) sends real-time audio frames as capture would.
+Each trial starts a reply, waits a random 0.8 to 2 s into its audio, and speaks the
+sample's first question over it.
+
+barge-in: from the capture time of the first speech frame (the first 20 ms of the question
+within 40 dB of its loudest) to playback's `paused` report, which it publishes once the
+last block it wrote has played. Split into asr (speech to the pause on `control`) and
+playback (control to quiet).
+baseline: the same reply paused by a Pause this script publishes itself: the floor that
+the bus and playback's block size set, measured in the same run.
+
+Without REDIS_URL it starts an embedded server.
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from contracts import Control, Interrupt, Pause, PlaybackProgress, TtsChunk
+from contracts.topics import AUDIO_FRAME, CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK
+from services.bench.scripted_mic import ScriptedMic
+from services.bus import BusSettings, Stage, StageRuntime, load_bus_settings
+from services.bus.partitions import streams_of
+from services.bus.redis_server import EmbeddedRedis
+from services.bus.wire import StreamEntry, decode_entry
+from services.capture.stage import SAMPLE_CONVERSATION
+from services.tts.settings import TtsSettings
+from services.tts.synthesizer import make_synthesizer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SESSION = "bench-barge-in"
+REPLY = (
+    "Once upon a time, a small dragon lived at the top of a very tall mountain.",
+    "Every morning she practised breathing fire at the clouds, and every morning she missed.",
+)
+RATE = 16_000
+
+stage = Stage("bench")
+frames_out = stage.publisher(AUDIO_FRAME)
+chunks_out = stage.publisher(TTS_CHUNK)
+control_out = stage.publisher(CONTROL)
+
+
+def question() -> tuple[np.ndarray, float]:
+    """The sample's first question, and where its speech starts (s)."""
+    with wave.open(str(SAMPLE_CONVERSATION)) as sample:
+        pcm = np.frombuffer(sample.readframes(sample.getnframes()), dtype="<i2")
+    audio = pcm[int(0.5 * RATE) : int(2.5 * RATE)].astype(np.float32) / 32768
+    frames = audio[: len(audio) // 320 * 320].reshape(-1, 320)
+    db = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
+    return audio, float(np.argmax(db > db.max() - 40)) * 0.02
+
+
+class Progress:
+    """playback.progress of the session, read back from Redis."""
+
+    def __init__(self, client: Redis, bus: BusSettings) -> None:
+        self.client = client
+        self.bus = bus
+
+    async def of(self, turn: str) -> list[PlaybackProgress]:
+        found: list[PlaybackProgress] = []
+        for stream in streams_of(PLAYBACK_PROGRESS, self.bus.partitions):
+            for entry_id, fields in await self.client.xrange(stream):
+                message = decode_entry(
+                    StreamEntry(stream, entry_id, fields), PLAYBACK_PROGRESS, 10**8
+                )
+                if message.envelope.turn_id == turn:
+                    found.append(message.envelope)  # type: ignore[arg-type]
+        return found
+
+    async def wait(self, turn: str, state: str, timeout_s: float = 30) -> PlaybackProgress:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for progress in await self.of(turn):
+                if progress.state == state:
+                    return progress
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"{turn}: no {state} in {timeout_s} s")
+
+    async def controls(self, turn: str) -> list[Control]:
+        found: list[Control] = []
+        for stream in streams_of(CONTROL, self.bus.partitions):
+            for entry_id, fields in await self.client.xrange(stream):
+                message = decode_entry(StreamEntry(stream, entry_id, fields), CONTROL, 10**6)
+                if message.envelope.turn_id == turn:
+                    found.append(message.envelope)  # type: ignore[arg-type]
+        return found
+
+
+async def start_reply(turn: str, speech: list[TtsChunk]) -> None:
+    for chunk in speech:
+        await chunks_out.publish(chunk.model_copy(update={"turn_id": turn}))
+
+
+async def barge_in_trial(
+    n: int,
+    speech: list[TtsChunk],
+    mic: ScriptedMic,
+    progress: Progress,
+    spoken: tuple[np.ndarray, float],
+) -> tuple[float, float]:
+    turn = f"bench-t{n}"
+    await start_reply(turn, speech)
+    playing = await progress.wait(turn, "playing")
+    await asyncio.sleep(
+        max(0.0, playing.created_at.timestamp() + random.uniform(0.8, 2.0) - time.time())
+    )
+    audio, onset_s = spoken
+    onset = mic.say(audio) + onset_s
+    paused = await progress.wait(turn, "paused")
+    await progress.wait(turn, "flushed")
+    [pause, *_] = await progress.controls(turn)
+    # The question ends and is transcribed before the next trial.
+    await asyncio.sleep(len(audio) / RATE + 1.5 - (time.time() - onset + onset_s))
+    return paused.created_at.timestamp() - onset, pause.created_at.timestamp() - onset
+
+
+async def baseline_trial(n: int, speech: list[TtsChunk], progress: Progress) -> float:
+    turn = f"bench-b{n}"
+    await start_reply(turn, speech)
+    playing = await progress.wait(turn, "playing")
+    await asyncio.sleep(
+        max(0.0, playing.created_at.timestamp() + random.uniform(0.8, 2.0) - time.time())
+    )
+    asked = time.time()
+    await control_out.publish(
+        Control(session_id=SESSION, turn_id=turn, seq=0, command=Pause(target_turn_id=turn))
+    )
+    paused = await progress.wait(turn, "paused")
+    await control_out.publish(
+        Control(session_id=SESSION, turn_id=turn, seq=1, command=Interrupt(target_turn_id=turn))
+    )
+    await progress.wait(turn, "flushed")
+    return paused.created_at.timestamp() - asked
+
+
+def reply_chunks() -> list[TtsChunk]:
+    synthesizer = make_synthesizer(TtsSettings(variation=0))  # type: ignore[call-arg]
+    chunks = []
+    for index, text in enumerate(REPLY):
+        speech = synthesizer.synthesize(text)
+        chunks.append(
+            TtsChunk(
+                session_id=SESSION,
+                turn_id="t",
+                seq=index,
+                index=index,
+                final=index == len(REPLY) - 1,
+                text=text,
+                sample_rate=speech.sample_rate,
+                pcm=speech.pcm,
+            )
+        )
+    return chunks
+
+
+async def wait_ready(client: Redis, bus: BusSettings, process: "subprocess.Popen[bytes]") -> None:
+    wanted = {
+        AUDIO_FRAME.name: "asr", PLAYBACK_PROGRESS.name: "asr",
+        TTS_CHUNK.name: "playback", CONTROL.name: "playback",
+    }  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("marionette up exited; see its log")
+        ready = True
+        for topic in (AUDIO_FRAME, PLAYBACK_PROGRESS, TTS_CHUNK, CONTROL):
+            for stream in streams_of(topic, bus.partitions):
+                try:
+                    consumers = await client.xinfo_consumers(stream, wanted[topic.name])
+                except Exception:
+                    consumers = []
+                ready = ready and any(int(c["idle"]) < 10_000 for c in consumers)
+        if ready:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the stages did not start in 180 s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def report(console: Console, barge: list[tuple[float, float]], baseline: list[float]) -> None:
+    table = Table(title=f"Barge-in latency, {len(barge)} trials (ms)")
+    for column in ("path", "p50", "p95", "max", "p50 vs baseline"):
+        table.add_column(column, justify="right" if column != "path" else "left")
+    rows: list[tuple[str, list[float]]] = [
+        ("barge-in: speech -> last reply audio", [b[0] for b in barge]),
+        ("  asr: speech -> pause on control", [b[1] for b in barge]),
+        ("  playback: control -> quiet", [b[0] - b[1] for b in barge]),
+        ("baseline: pause published -> quiet", baseline),
+    ]
+    base = statistics.median(baseline)
+    for name, values in rows:
+        ms = [v * 1000 for v in values]
+        table.add_row(
+            name,
+            f"{percentile(ms, 50):.0f}",
+            f"{percentile(ms, 95):.0f}",
+            f"{max(ms):.0f}",
+            f"{statistics.median(values) / base:.1f}x",
+        )
+    console.print(table)
+    p95 = percentile([b[0] * 1000 for b in barge], 95)
+    verdict = "meets" if p95 <= 100 else "misses"
+    console.print(f"p95 {p95:.0f} ms {verdict} the 100 ms goal")
+
+
+def start_stages(bus: BusSettings, folder: Path) -> "subprocess.Popen[bytes]":
+    env = {
+        **os.environ,
+        "REDIS_URL": bus.redis_url or "",
+        "MARIONETTE_PARTITIONS": str(bus.partitions),
+        "MARIONETTE_PLAYBACK_OUTPUT": "wav",
+        "MARIONETTE_PLAYBACK_WAV_DIR": str(folder / "playback"),
+        "MARIONETTE_TELEMETRY_TRACES": "off",
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = ["up", "--stage", "asr", "--stage", "playback", "--metrics-port", "0"]
+    with (folder / "up.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services", *args],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+async def measure(
+    bus: BusSettings, trials: int, console: Console, process: "subprocess.Popen[bytes]"
+) -> None:
+    client = Redis.from_url(bus.redis_url or "")
+    try:
+        speech = await asyncio.to_thread(reply_chunks)
+        spoken = question()
+        await wait_ready(client, bus, process)
+        progress = Progress(client, bus)
+        mic = ScriptedMic(frames_out, SESSION)
+        stop = asyncio.Event()
+        async with StageRuntime(stage, bus):
+            listening = asyncio.create_task(mic.run(stop))
+            barge, missed = [], 0
+            for n in range(trials):
+                try:
+                    barge.append(await barge_in_trial(n, speech, mic, progress, spoken))
+                except TimeoutError as exc:
+                    missed += 1  # reported, not hidden: the reply played on
+                    console.print(f"trial {n + 1}/{trials}: MISSED ({exc})")
+                    await progress.wait(f"bench-t{n}", "finished")
+                    continue
+                console.print(f"trial {n + 1}/{trials}: {barge[-1][0] * 1000:.0f} ms")
+            baseline = [await baseline_trial(n, speech, progress) for n in range(trials)]
+            stop.set()
+            await listening
+        report(console, barge, baseline)
+        if missed:
+            console.print(f"[red]{missed} of {trials} trials never paused the reply[/red]")
+    finally:
+        await client.aclose()
+
+
+def run(bus: BusSettings, trials: int, console: Console, folder: Path) -> None:
+    process = start_stages(bus, folder)
+    try:
+        asyncio.run(measure(bus, trials, console, process))
+    except Exception:
+        console.print((folder / "up.log").read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="5 trials")
+    args = parser.parse_args()
+    trials = 5 if args.quick else args.trials
+    console = Console()
+    random.seed(7)
+    with tempfile.TemporaryDirectory() as folder:
+        url = os.environ.get("REDIS_URL")
+        if url:
+            run(load_bus_settings(redis_url=url), trials, console, Path(folder))
+            return
+        with EmbeddedRedis() as server:
+            run(load_bus_settings(redis_url=server.url), trials, console, Path(folder))
+
+
+if __name__ == "__main__":
+    main()
