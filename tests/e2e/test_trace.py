@@ -22,12 +22,14 @@ from tests.integration.workers import REPO_ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 STAGES = {"asr", "policy", "tts", "avatar", "playback"}
-FIXED_SPANS = 14
+FIXED_SPANS = 16
 """Spans of a turn that do not grow with it: the utterance, two speech events and the
 final (a create and a publish span each), policy's handler and generation, tts.speak,
-avatar's idle frame and playback's `finished` (two each)."""
-SPANS_PER_CHUNK = 9
-"""Synthesis, publish (2), and in avatar and playback each: handler, publish (2)."""
+avatar's idle frame and playback's `finished` (two each), and `finished` handled by asr
+and policy (one each)."""
+SPANS_PER_CHUNK = 11
+"""Synthesis, publish (2), and in avatar and playback each: handler, publish (2); the
+`playing` progress handled by asr and policy (barge-in, memory): one each."""
 SPANS_PER_PARTIAL = 2
 
 

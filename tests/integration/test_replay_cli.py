@@ -49,7 +49,7 @@ def test_replay_lists_what_a_recording_holds() -> None:
     done = marionette("replay", str(RECORDINGS / "chat.mrec"), "--list", "--json")
     assert done.returncode == 0, done.stderr
     listing = json.loads(done.stdout)
-    assert listing["schema_version"] == SCHEMA_VERSION
+    assert listing["schema_version"] == 1, "recorded with contracts v1, read through a migration"
     assert listing["per_topic"]["chat.message"] == 2
     assert [t["heard"] for t in listing["turns"]] == [
         "Hi Marionette! What is your favourite colour?",
