@@ -2,11 +2,15 @@
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Bumped on any change that an older consumer would misread.
 
 2: control takes Pause; playback.progress adds "paused", level_dbfs and heard_text.
+3: every message has a message_id; audio frames carry their capture run there instead of in
+   turn_id, and the last frame of an input says so (end_of_input).
 """
+PREVIOUS_SCHEMA_VERSION: Final = SCHEMA_VERSION - 1
+"""Readers accept this version too (upgrading it in memory), so stages upgrade one at a time."""
 
 # audio.frame: 16 kHz mono s16le, 10/20/30 ms per frame (what webrtcvad accepts).
 AUDIO_SAMPLE_RATE: Final = 16_000
@@ -26,6 +30,7 @@ MAX_ALIGNMENTS: Final = 4_000
 
 # Text caps, in characters.
 MAX_ID_CHARS: Final = 64
+MAX_MESSAGE_ID_CHARS: Final = 160
 MAX_TRANSCRIPT_CHARS: Final = 4_000
 MAX_CHAT_CHARS: Final = 2_000
 MAX_AUTHOR_CHARS: Final = 64

@@ -1,3 +1,3 @@
-from services.cli import app
+from services.cli.app import app
 
 app(prog_name="marionette")

@@ -1,51 +1,29 @@
-"""Every stage `marionette run` knows, by name. A new stage adds itself here.
+"""Every stage `marionette run` and `marionette up` know, by name. A new stage adds a line.
 
-A stage module defines `stage` (its Stage); a stage that produces from outside the bus
-(capture) also defines `async def main(bus: BusSettings, stop: asyncio.Event)`.
+Stages are imported when asked for, so a command loads only the stage (and models) it runs.
 """
 
-import asyncio
 import importlib
-from collections.abc import Awaitable, Callable
-from types import ModuleType
+from typing import Any
 
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import Stage
 
 STAGES: dict[str, str] = {
-    "capture": "services.capture.stage",
-    "asr": "services.asr.stage",
-    "policy": "services.policy.stage",
-    "tts": "services.tts.stage",
-    "avatar": "services.avatar.stage",
-    "playback": "services.playback.stage",
-    "monitor": "services.monitor.stage",
+    "capture": "services.capture.stage:CaptureStage",
+    "asr": "services.asr.stage:AsrStage",
+    "policy": "services.policy.stage:PolicyStage",
+    "tts": "services.tts.stage:TtsStage",
+    "avatar": "services.avatar.stage:AvatarStage",
+    "playback": "services.playback.stage:PlaybackStage",
+    "monitor": "services.monitor.stage:MonitorStage",
 }
 
-StageMain = Callable[[BusSettings, asyncio.Event], Awaitable[None]]
 
-
-def _module(name: str) -> ModuleType:
+def stage_class(name: str) -> type[Stage]:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(sorted(STAGES))}")
-    return importlib.import_module(STAGES[name])
-
-
-def load_stage(name: str) -> Stage:
-    stage = _module(name).stage
-    if not isinstance(stage, Stage):
-        raise TypeError(f"{STAGES[name]}.stage is not a Stage")
-    return stage
-
-
-def stage_main(name: str) -> StageMain:
-    """What `marionette run NAME` runs."""
-    module = _module(name)
-    custom: StageMain | None = getattr(module, "main", None)
-    if custom is not None:
-        return custom
-    stage = load_stage(name)
-
-    async def consume(bus: BusSettings, stop: asyncio.Event) -> None:
-        await StageRuntime(stage, bus).run(stop)
-
-    return consume
+    module_name, _, class_name = STAGES[name].partition(":")
+    found: Any = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(found, type) and issubclass(found, Stage)) or found.name != name:
+        raise TypeError(f"{STAGES[name]} is not the Stage named {name!r}")
+    return found

@@ -1,12 +1,15 @@
-"""`marionette up`'s process supervisor: every stage a child, restarted when it crashes.
+"""`marionette up`'s process supervisor: every stage replica a child, restarted when it dies.
 
-Each child's output is read line by line and printed with its stage's name in front, so
-one terminal shows the whole system. A child that exits 0 is done (capture, at the end of
-its file) and stays down; one that crashes restarts after a growing delay; one that exits
-with CONFIG_ERROR cannot start as configured, so restarting it would only repeat the
-error: the supervisor stops everything and says which stage to fix.
+Each child's output is read line by line and printed with its name in front, so one
+terminal shows the whole system. A child says when it is serving (a line on a pipe whose
+descriptor is in MARIONETTE_READY_FD). One that dies after that is restarted at once, under
+the same replica id, so it takes its partitions straight back; one that dies before it was
+ever ready is in a crash loop and restarts after a growing delay. A child that exits 0 is
+done (capture, at the end of its file) and stays down; one that exits with CONFIG_ERROR
+cannot start as configured, so the supervisor stops everything and says which to fix.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,12 +24,10 @@ from services.bus.redis_server import die_with_parent
 
 CONFIG_ERROR = 2
 """The exit code of `marionette run` for a bad setting or a missing model."""
+READY_FD_ENV = "MARIONETTE_READY_FD"
 
 FIRST_RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
-HEALTHY_AFTER_S = 60.0
-"""A child that ran this long before crashing gets the first restart delay again."""
-
 STOP_GRACE_S = 15.0
 
 
@@ -34,13 +35,16 @@ STOP_GRACE_S = 15.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    ready_at: float | None = None  # when this run said it was serving
     restarts: int = 0
     restart_delay_s: float = FIRST_RESTART_DELAY_S
     restart_at: float | None = None
     finished: bool = False
     pump: threading.Thread | None = field(default=None, repr=False)
+    ready_pipe: int | None = field(default=None, repr=False)
 
 
 class StageFailed(RuntimeError):
@@ -53,11 +57,19 @@ class Supervisor:
         commands: Mapping[str, list[str]],
         env: Mapping[str, str],
         write: Callable[[str, str], None],
+        *,
+        child_env: Mapping[str, Mapping[str, str]] | None = None,
+        on_ready: Callable[[Child], None] = lambda child: None,
     ) -> None:
-        """commands: stage name -> argv; write(stage, line) prints one line of a child."""
-        self.children = {name: Child(name, argv) for name, argv in commands.items()}
+        """commands: child name -> argv; child_env: extra variables per child;
+        write(name, line) prints one line of a child; on_ready(child) when one is serving."""
+        self.children = {
+            name: Child(name, argv, dict((child_env or {}).get(name, {})))
+            for name, argv in commands.items()
+        }
         self.env = {**env, "MARIONETTE_SUPERVISED": "1", "PYTHONUNBUFFERED": "1"}
         self.write = write
+        self.on_ready = on_ready
         self._lock = threading.Lock()  # one line at a time from the pump threads
 
     def start(self) -> None:
@@ -65,18 +77,27 @@ class Supervisor:
             self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        child.process = subprocess.Popen(
-            child.argv,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            # Its own process group: Ctrl-C reaches the supervisor only, which then stops
-            # the stages in order instead of all of them racing at once.
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        try:
+            child.process = subprocess.Popen(
+                child.argv,
+                env={**self.env, **child.env, READY_FD_ENV: str(write_end)},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_end,),
+                # Its own process group: Ctrl-C reaches the supervisor only, which then stops
+                # the stages in order instead of all of them racing at once.
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            os.close(write_end)
+        self._close_pipe(child)
+        child.ready_pipe = read_end
         child.started_at = time.monotonic()
+        child.ready_at = None
         child.restart_at = None
         stream = child.process.stdout
         assert stream is not None
@@ -96,8 +117,17 @@ class Supervisor:
         with self._lock:
             self.write(name, f"[supervisor] {message}")
 
+    def _check_ready(self, child: Child) -> None:
+        if child.ready_at is not None or child.ready_pipe is None:
+            return
+        with contextlib.suppress(BlockingIOError):
+            if os.read(child.ready_pipe, 64):
+                child.ready_at = time.monotonic()
+                child.restart_delay_s = FIRST_RESTART_DELAY_S  # it is not a crash loop
+                self.on_ready(child)
+
     def poll(self) -> None:
-        """Notice exits, restart what crashed when its delay is over; call it regularly."""
+        """Notice readiness and exits, restart what died; call it often (every 50-200 ms)."""
         now = time.monotonic()
         for child in self.children.values():
             if child.finished or child.process is None:
@@ -108,9 +138,11 @@ class Supervisor:
                     self._note(child.name, f"restarting (restart {child.restarts})")
                     self._spawn(child)
                 continue
+            self._check_ready(child)
             code = child.process.poll()
             if code is None:
                 continue
+            self._check_ready(child)
             if child.pump is not None:
                 child.pump.join(timeout=2)  # its last lines come before our verdict
             if code == 0:
@@ -122,12 +154,14 @@ class Supervisor:
                     f"stage {child.name} cannot start as configured (exit {code}); "
                     "its error is above"
                 )
+            elif child.ready_at is not None:
+                self._note(child.name, f"died ({_describe(code)}) while serving; restarting now")
+                child.restart_at = now
             else:
-                if now - child.started_at >= HEALTHY_AFTER_S:
-                    child.restart_delay_s = FIRST_RESTART_DELAY_S
                 self._note(
                     child.name,
-                    f"crashed ({_describe(code)}); restarting in {child.restart_delay_s:.0f} s",
+                    f"died ({_describe(code)}) before it was ready; restarting in "
+                    f"{child.restart_delay_s:.0f} s",
                 )
                 child.restart_at = now + child.restart_delay_s
                 child.restart_delay_s = min(child.restart_delay_s * 2, MAX_RESTART_DELAY_S)
@@ -154,6 +188,14 @@ class Supervisor:
         for child in self.children.values():
             if child.pump is not None:
                 child.pump.join(timeout=2)
+            self._close_pipe(child)
+
+    @staticmethod
+    def _close_pipe(child: Child) -> None:
+        if child.ready_pipe is not None:
+            with contextlib.suppress(OSError):
+                os.close(child.ready_pipe)
+            child.ready_pipe = None
 
 
 def _describe(code: int) -> str:
@@ -170,6 +212,22 @@ def stage_command(name: str, metrics_port: int | None = None) -> list[str]:
     return argv if metrics_port is None else [*argv, "--metrics-port", str(metrics_port)]
 
 
+def replica_names(stage: str, count: int) -> list[str]:
+    """The children of a stage with `count` replicas: tts, or tts-1, tts-2..."""
+    return [stage] if count == 1 else [f"{stage}-{n}" for n in range(1, count + 1)]
+
+
 def supervised() -> bool:
     """True in a stage that `marionette up` started: log plainly, it adds the prefixes."""
     return os.environ.get("MARIONETTE_SUPERVISED") == "1"
+
+
+def notify_ready() -> None:
+    """In a supervised stage: say it is serving (the supervisor then restarts it at once
+    should it die)."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.write(int(fd), b"ready\n")
+        os.close(int(fd))

@@ -108,6 +108,22 @@ class Endpointer:
             events += self._step(chunk, start_s, self.vad.is_speech(chunk))
         return events
 
+    def finish(self) -> list[Event]:
+        """The input ended: an utterance still open ends here, as at an endpoint."""
+        u, self._utterance = self._utterance, None
+        self._preroll.clear()
+        if u is None:
+            return []
+        events: list[Event] = [SpeechEnded(u.start_s + u.last_voiced_chunks * self._chunk_s)]
+        if u.voiced_s * 1000 >= self.settings.min_speech_ms:
+            events.append(self._final(u, endpoint=True))
+        return events
+
+    @property
+    def kept_chunks(self) -> int:
+        """How many chunks before an utterance it keeps as pre-roll (and start run)."""
+        return self._preroll.maxlen or 0
+
     def _step(self, chunk: bytes, start_s: float, voiced: bool) -> list[Event]:
         if self._utterance is None:
             return self._listen(chunk, start_s, voiced)

@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.bus.settings import MarionetteSettings
+from services.settings import MarionetteSettings
 
 
 class AsrSettings(MarionetteSettings):

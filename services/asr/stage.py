@@ -13,13 +13,18 @@ against its echo and decides when the user talks over it: a pause on `control` a
 then an interrupt once it is clearly speech, or letting it go on if it was a cough; the
 speech that only paused it is not published as a turn.
 
+Frames are held unacknowledged while an utterance may still need them, and released (in
+the same write as the final transcript, or once the session is quiet again, keeping the
+pre-roll) when it cannot: a replica that takes the session over after a crash hears the
+open utterance again from its first frame, and none is lost or answered twice. The end of
+an input (a file, a remote microphone) ends an utterance still open.
+
 Each utterance is one span, the root of its turn's trace: it starts at the capture time
 of the first speech frame, marks the end of speech, and ends when the final is out.
 Everything asr publishes about the utterance is inside it; frames get no spans.
 """
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +51,7 @@ from contracts.topics import (
     CONTROL,
     PLAYBACK_PROGRESS,
 )
+from contracts.turns import utterance_turn_id
 from services.asr.barge_in import BargeIn, BargeInEvent, Hold, Resume
 from services.asr.endpointer import (
     Endpointer,
@@ -59,20 +65,13 @@ from services.asr.endpointer import (
 from services.asr.recognizer import FasterWhisperRecognizer, SpeechRecognizer, Transcript
 from services.asr.settings import AsrSettings
 from services.asr.vad import make_vad
-from services.bus import BusSettings, Stage, StageRuntime
-from services.bus.service_slot import ServiceSlot
-from services.bus.settings import load_settings
+from services.bus import Bus, Publishes, SessionMemory, Stage, consumes
 from services.bus.tracing import turn_attributes
+from services.settings import load_settings
 from services.telemetry.metrics import ASR_FINAL_LATENCY
 
 log = logging.getLogger("marionette.asr")
 tracer = trace.get_tracer("marionette.asr")
-
-stage = Stage("asr")
-speech_events = stage.publisher(ASR_SPEECH)
-partials = stage.publisher(ASR_PARTIAL)
-finals = stage.publisher(ASR_FINAL)
-control_out = stage.publisher(CONTROL)
 
 
 @dataclass
@@ -84,7 +83,7 @@ class Speculation:
 @dataclass
 class SessionListener:
     endpointer: Endpointer
-    capture_run: str | None = None  # the frames' turn id: a new run restarts the timeline
+    capture_run: str  # the frames' origin: a new run restarts the timeline
     turn_id: str = ""
     speech_start_s: float = 0.0
     partial_seq: int = 0
@@ -93,6 +92,7 @@ class SessionListener:
     span: trace.Span = trace.INVALID_SPAN  # the current utterance's
     backchannel: bool = False  # the utterance only paused the character: not a turn
     wall_offset_s: float = 0.0  # capture time minus audio time, from the latest frame
+    controls: int = 0  # barge-in controls published for this run (their seq)
 
     def wall_ns(self, audio_s: float) -> int:
         return round((self.wall_offset_s + audio_s) * 1e9)
@@ -103,30 +103,43 @@ def _log_failure(task: "asyncio.Task[object]") -> None:
         log.error("background transcription failed: %r", task.exception())
 
 
-class AsrService:
-    def __init__(self, settings: AsrSettings, recognizer: SpeechRecognizer) -> None:
+class AsrStage(Stage):
+    name = "asr"
+    speech_events = Publishes(ASR_SPEECH)
+    partials = Publishes(ASR_PARTIAL)
+    finals = Publishes(ASR_FINAL)
+    controls = Publishes(CONTROL)
+
+    def __init__(self, settings: AsrSettings, recognizer: SpeechRecognizer, bus: Bus) -> None:
+        super().__init__(bus)
         self.settings = settings
         self.recognizer = recognizer
-        self.listeners: dict[str, SessionListener] = {}
-        self.barge_ins: dict[str, BargeIn] = {}
+        # Rebuilt from held frames when a session moves here: not checkpointed.
+        self.listeners: SessionMemory[SessionListener | None] = bus.memory(lambda s: None)
+        self.barge_ins = bus.memory(lambda s: BargeIn(settings, make_vad(settings)))
         self._recognizer_turn = asyncio.Lock()  # FIFO: jobs run in the order asked
-        # Unique across restarts, so a new process's controls are never taken for repeats.
-        self._control_seq = itertools.count(round(time.time() * 1000))
 
-    def _barge_in(self, session: str) -> BargeIn:
-        if session not in self.barge_ins:
-            self.barge_ins[session] = BargeIn(self.settings, make_vad(self.settings))
-        return self.barge_ins[session]
+    @classmethod
+    async def build(cls, bus: Bus) -> "AsrStage":
+        """Load the model first, then listen."""
+        settings = load_settings(AsrSettings)
+        recognizer = await asyncio.to_thread(FasterWhisperRecognizer, settings)
+        return cls(settings, recognizer, bus)
 
-    def on_progress(self, progress: PlaybackProgress) -> None:
-        self._barge_in(progress.session_id).on_progress(progress)
+    @consumes(AUDIO_FRAME)
+    async def on_frame(self, frame: AudioFrame) -> None:
+        await self.handle(frame)
+
+    @consumes(PLAYBACK_PROGRESS)
+    async def on_progress(self, progress: PlaybackProgress) -> None:
+        self.barge_ins[progress.session_id].on_progress(progress)
 
     def _listener(self, frame: AudioFrame) -> SessionListener:
-        listener = self.listeners.get(frame.session_id)
-        if listener is None or listener.capture_run != frame.turn_id:
-            endpointer = Endpointer(self.settings, self._barge_in(frame.session_id))
-            listener = SessionListener(endpointer, capture_run=frame.turn_id)
-            self.listeners[frame.session_id] = listener
+        listener = self.listeners[frame.session_id]
+        if listener is None or listener.capture_run != frame.origin:
+            endpointer = Endpointer(self.settings, self.barge_ins[frame.session_id])
+            listener = SessionListener(endpointer, capture_run=frame.origin)
+            self.listeners.put(frame.session_id, listener)
         return listener
 
     async def _transcribe(
@@ -144,14 +157,28 @@ class AsrService:
         listener = self._listener(frame)
         at_s = frame.seq * frame.duration_ms / 1000
         listener.wall_offset_s = frame.captured_at - at_s
+        self.bus.hold()
         events = listener.endpointer.push(frame.pcm, at_s)
-        for barge_in in self._barge_in(frame.session_id).drain():
+        if frame.end_of_input:
+            events += listener.endpointer.finish()
+        for barge_in in self.barge_ins[frame.session_id].drain():
             await self._on_barge_in(frame.session_id, listener, barge_in)
         for event in events:
             if isinstance(event, SpeechStarted):
                 self._open_utterance(frame.session_id, listener, event)
             with trace.use_span(listener.span):
-                await self._on_event(frame.session_id, listener, event)
+                await self._on_event(frame.session_id, listener, event, frame)
+        if not listener.endpointer.in_speech:
+            # Nothing open needs these frames any more, but the latest make the pre-roll
+            # of the next utterance.
+            keep = 0 if frame.end_of_input else self._preroll_frames(listener, frame)
+            self.bus.release(frame.session_id, keep_last=keep)
+        if frame.end_of_input:
+            self.listeners.pop(frame.session_id)
+
+    def _preroll_frames(self, listener: SessionListener, frame: AudioFrame) -> int:
+        kept_ms = listener.endpointer.kept_chunks * listener.endpointer.vad.chunk_ms
+        return -(-kept_ms // max(1, frame.duration_ms)) + 1
 
     async def _on_barge_in(
         self, session: str, listener: SessionListener, event: BargeInEvent
@@ -166,14 +193,17 @@ class AsrService:
             command = Interrupt(target_turn_id=event.turn_id)
             listener.backchannel = False
         log.info("%s: %s turn %s", session, type(event).__name__.lower(), event.turn_id)
-        await control_out.publish(
+        seq, listener.controls = listener.controls, listener.controls + 1
+        await self.controls.publish(
             Control(
-                session_id=session, turn_id=event.turn_id, seq=next(self._control_seq),
-                command=command,
+                session_id=session, turn_id=event.turn_id,
+                message_id=f"{listener.capture_run}.barge:{seq}", seq=seq, command=command,
             )
         )  # fmt: skip
 
-    async def _on_event(self, session: str, listener: SessionListener, event: Event) -> None:
+    async def _on_event(
+        self, session: str, listener: SessionListener, event: Event, frame: AudioFrame
+    ) -> None:
         if isinstance(event, SpeechStarted):
             await self._on_start(session, listener, event)
         elif isinstance(event, PartialDue):
@@ -182,14 +212,14 @@ class AsrService:
             listener.speculation = None
         elif isinstance(event, SpeechEnded):
             listener.span.add_event("speech_end", timestamp=listener.wall_ns(event.speech_end_s))
-            await speech_events.publish(
+            await self.speech_events.publish(
                 SpeechEvent(
                     session_id=session, turn_id=listener.turn_id, seq=1,
                     state="end", at_s=event.speech_end_s,
                 )
             )  # fmt: skip
         elif event.endpoint:
-            await self._finish(session, listener, event)
+            await self._finish(session, listener, event, frame)
         else:
             self._speculate(listener, event.audio)
 
@@ -198,8 +228,9 @@ class AsrService:
     ) -> None:
         # Derived from the capture run and its audio timeline, so a replay of the same
         # frames gets the same turn ids, and a new capture run new ones.
-        run = f"{listener.capture_run}." if listener.capture_run else ""
-        listener.turn_id = f"{run}u{round(event.utterance_start_s * 1000)}"
+        listener.turn_id = utterance_turn_id(
+            listener.capture_run, round(event.utterance_start_s * 1000)
+        )
         listener.span.end()  # an utterance that never reached its final (no-op when none)
         listener.span = tracer.start_span(
             "asr.utterance",
@@ -216,7 +247,7 @@ class AsrService:
         listener.partial_seq = 0
         listener.final_started = False
         listener.speculation = None
-        await speech_events.publish(
+        await self.speech_events.publish(
             SpeechEvent(
                 session_id=session, turn_id=listener.turn_id, seq=0,
                 state="start", at_s=event.speech_start_s,
@@ -244,7 +275,7 @@ class AsrService:
             transcript = await self._transcribe(audio, wanted)
             if transcript is None or not transcript.text or not wanted():
                 return
-            await partials.publish(
+            await self.partials.publish(
                 AsrPartial(
                     session_id=session, turn_id=turn_id, seq=listener.partial_seq,
                     text=transcript.text[:4000], speech_start_s=listener.speech_start_s,
@@ -254,16 +285,18 @@ class AsrService:
 
         self._background(asyncio.create_task(run()))
 
-    async def _finish(self, session: str, listener: SessionListener, event: FinalReady) -> None:
+    async def _finish(
+        self, session: str, listener: SessionListener, event: FinalReady, frame: AudioFrame
+    ) -> None:
         listener.span.add_event("endpoint")
         try:
-            await self._publish_final(session, listener, event)
+            await self._publish_final(session, listener, event, frame)
         finally:
             listener.span.end()
             listener.span = trace.INVALID_SPAN
 
     async def _publish_final(
-        self, session: str, listener: SessionListener, event: FinalReady
+        self, session: str, listener: SessionListener, event: FinalReady, frame: AudioFrame
     ) -> None:
         listener.final_started = True
         speculation, listener.speculation = listener.speculation, None
@@ -283,7 +316,11 @@ class AsrService:
         if not transcript.text:
             log.info("%s/%s: no words in that utterance", session, listener.turn_id)
             return
-        await finals.publish(
+        # Its frames are acknowledged in the same write as the final: after a crash they
+        # are neither lost nor heard (and answered) again.
+        keep = 0 if frame.end_of_input else self._preroll_frames(listener, frame)
+        self.bus.release(session, keep_last=keep)
+        await self.finals.publish(
             AsrFinal(
                 session_id=session, turn_id=listener.turn_id, seq=0,
                 text=transcript.text[:4000], language=transcript.language,
@@ -292,28 +329,3 @@ class AsrService:
             )
         )  # fmt: skip
         ASR_FINAL_LATENCY.observe(time.time() - listener.wall_ns(event.speech_end_s) / 1e9)
-
-
-async def build_service() -> AsrService:
-    settings = load_settings(AsrSettings)
-    recognizer = await asyncio.to_thread(FasterWhisperRecognizer, settings)
-    return AsrService(settings, recognizer)
-
-
-service = ServiceSlot(build_service)
-
-
-@stage.consumer(AUDIO_FRAME)
-async def on_frame(frame: AudioFrame) -> None:
-    await (await service.get()).handle(frame)
-
-
-@stage.consumer(PLAYBACK_PROGRESS)
-async def on_progress(progress: PlaybackProgress) -> None:
-    (await service.get()).on_progress(progress)
-
-
-async def main(bus: BusSettings, stop: asyncio.Event) -> None:
-    """`marionette run asr`: load the model first, then consume."""
-    await service.get()
-    await StageRuntime(stage, bus).run(stop)

@@ -1,5 +1,10 @@
 """avatar: tts.chunk in; avatar.expr out (expression, mouth track), plus blinks and idle.
 
+Each chunk becomes one `speaking` expression with a mouth-open value per video frame, placed
+in the turn's audio by offset_s; the turn's last chunk is followed by `idle` (mouth shut).
+Where a turn's mouth is (its next chunk, its offset) and each session's expression are
+checkpointed, so a replacement replica neither repeats nor skips a chunk.
+
 An interrupt closes the mouth at once: an idle expression for the turn with a sequence
 number above any chunk's, so a consumer that keeps the latest per turn ends there.
 """
@@ -9,77 +14,102 @@ import logging
 import random
 import time
 
-from contracts import AvatarExpr, Control, TtsChunk
-from contracts.topics import AVATAR_EXPR, CONTROL, TTS_CHUNK
+from pydantic import BaseModel
+
+from contracts import AvatarExpr, TtsChunk
+from contracts.topics import AVATAR_EXPR, TTS_CHUNK
 from services.avatar.mouth import mouth_track
 from services.avatar.settings import AvatarSettings
-from services.bus import BusSettings, Stage, StageRuntime
-from services.bus.service_slot import ServiceSlot
-from services.bus.settings import load_settings
+from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
+from services.bus.fencing import Fenced
+from services.settings import load_settings
 
 log = logging.getLogger("marionette.avatar")
-
-stage = Stage("avatar")
-expressions_out = stage.publisher(AVATAR_EXPR)
 
 INTERRUPTED_SEQ = 1_000_000
 """Above any chunk's 2 * index + 1: nothing of an interrupted turn comes after it."""
 
 
-class AvatarService:
-    def __init__(self, settings: AvatarSettings) -> None:
-        self.settings = settings
-        self.expression: dict[str, str] = {}  # per session: the current expression
-        self.offset_s: dict[tuple[str, str], float] = {}  # per turn: audio so far
-        self.last_seen: dict[str, float] = {}
-        self.blink_seq: dict[str, int] = {}
-        # Blinks count from 0 in each avatar process; a turn id of their own per process
-        # keeps a restarted avatar's blinks from looking like repeats of the last run's.
-        self.blink_turn = f"blink-{round(time.time() * 1000)}"
+class TurnMouth(BaseModel):
+    next_index: int = 0  # the next chunk to move the mouth for
+    offset_s: float = 0.0  # where that chunk starts in the turn's audio
 
-    async def handle(self, chunk: TtsChunk) -> None:
+
+class Face(BaseModel):
+    expression: str = "neutral"
+
+
+class AvatarStage(Stage):
+    name = "avatar"
+    interruptible = True
+    expressions = Publishes(AVATAR_EXPR)
+    mouths = Checkpointed(TurnMouth)
+    faces = Checkpointed(Face)
+
+    def __init__(self, settings: AvatarSettings, bus: Bus) -> None:
+        super().__init__(bus)
+        self.settings = settings
+        self.last_seen: dict[str, float] = {}  # per session, for blinks
+        self.blink_seq: dict[str, int] = {}
+        # Blinks count from 0 in each avatar process: an origin of their own per process.
+        self.blink_origin = f"blink-{bus.replica_id}-{round(time.time() * 1000)}"
+
+    @classmethod
+    async def build(cls, bus: Bus) -> "AvatarStage":
+        return cls(load_settings(AvatarSettings), bus)
+
+    @consumes(TTS_CHUNK)
+    async def on_chunk(self, chunk: TtsChunk) -> None:
         session, turn = chunk.session_id, chunk.turn_id or ""
         self.last_seen[session] = time.monotonic()
-        if chunk.expressions:
-            self.expression[session] = chunk.expressions[0]
-        expression = self.expression.get(session, "neutral")
-        offset = self.offset_s.get((session, turn), 0.0)
+        mouth = await self.mouths.load(session, turn) or TurnMouth()
+        if chunk.index < mouth.next_index:
+            return  # moved for before a crash
+        face = await self.faces.load(session) or Face()
+        if chunk.expressions and chunk.expressions[0] != face.expression:
+            face = Face(expression=chunk.expressions[0])
+            self.faces.save(session, "", face)
+        offset = mouth.offset_s
+        mouth = TurnMouth(next_index=chunk.index + 1, offset_s=offset + chunk.duration_s)
+        if chunk.final:
+            self.mouths.forget(session, turn)
+        else:
+            self.mouths.save(session, turn, mouth)
         if chunk.pcm:
             track = mouth_track(
                 chunk.pcm, chunk.sample_rate, chunk.alignments, fps=self.settings.fps,
                 silence_db=self.settings.silence_db, smoothing=self.settings.smoothing,
             )  # fmt: skip
-            await expressions_out.publish(
+            await self.expressions.publish(
                 AvatarExpr(
                     session_id=session, turn_id=turn, seq=chunk.index * 2,
-                    expression=expression, fps=self.settings.fps, mouth_open=track,
+                    expression=face.expression, fps=self.settings.fps, mouth_open=track,
                     offset_s=offset, state="speaking",
                 )
             )  # fmt: skip
-        self.offset_s[(session, turn)] = offset + chunk.duration_s
         if chunk.final:
-            del self.offset_s[(session, turn)]
             # The reply is over: mouth shut, back to idle.
-            await expressions_out.publish(
+            await self.expressions.publish(
                 AvatarExpr(
                     session_id=session, turn_id=turn, seq=chunk.index * 2 + 1,
-                    expression=expression, fps=self.settings.fps,
-                    offset_s=offset + chunk.duration_s, state="idle",
+                    expression=face.expression, fps=self.settings.fps,
+                    offset_s=mouth.offset_s, state="idle",
                 )
             )  # fmt: skip
 
-    async def interrupt(self, session: str, turn: str) -> None:
-        if self.offset_s.pop((session, turn), None) is None:
-            return  # not speaking this turn: the mouth is shut already
-        await expressions_out.publish(
+    async def on_interrupt(self, session_id: str, turn_id: str) -> None:
+        if await self.mouths.load(session_id, turn_id) is None:
+            return  # not speaking this turn here: the mouth is shut already
+        self.mouths.forget(session_id, turn_id)
+        face = await self.faces.load(session_id) or Face()
+        await self.expressions.publish(
             AvatarExpr(
-                session_id=session, turn_id=turn, seq=INTERRUPTED_SEQ,
-                expression=self.expression.get(session, "neutral"), fps=self.settings.fps,
-                state="idle",
+                session_id=session_id, turn_id=turn_id, seq=INTERRUPTED_SEQ,
+                expression=face.expression, fps=self.settings.fps, state="idle",
             )
         )  # fmt: skip
 
-    async def blink_forever(self) -> None:
+    async def background(self) -> None:
         """Blinks for every session seen in the last minute, at irregular intervals."""
         while True:
             await asyncio.sleep(random.uniform(0.5, 1.5) * self.settings.blink_every_s)
@@ -90,39 +120,14 @@ class AvatarService:
                     continue
                 seq = self.blink_seq.get(session, 0)
                 self.blink_seq[session] = seq + 1
-                await expressions_out.publish(
-                    AvatarExpr(
-                        session_id=session, turn_id=self.blink_turn, seq=seq,
-                        expression=self.expression.get(session, "neutral"),
-                        fps=self.settings.fps, state="blink",
-                    )
-                )  # fmt: skip
-
-
-async def build_service() -> AvatarService:
-    return AvatarService(load_settings(AvatarSettings))
-
-
-service = ServiceSlot(build_service)
-
-
-@stage.consumer(TTS_CHUNK, drop_interrupted=True)
-async def on_chunk(chunk: TtsChunk) -> None:
-    await (await service.get()).handle(chunk)
-
-
-@stage.consumer(CONTROL)
-async def on_control(message: Control) -> None:
-    interrupt = stage.interrupted.note(message)
-    if interrupt is not None:
-        await (await service.get()).interrupt(message.session_id, interrupt.target_turn_id)
-
-
-async def main(bus: BusSettings, stop: asyncio.Event) -> None:
-    """`marionette run avatar`: consume, and blink while running."""
-    async with StageRuntime(stage, bus):
-        blinking = asyncio.create_task((await service.get()).blink_forever())
-        try:
-            await stop.wait()
-        finally:
-            blinking.cancel()
+                face = await self.faces.load(session) or Face()
+                try:
+                    await self.expressions.publish(
+                        AvatarExpr(
+                            session_id=session, message_id=f"{self.blink_origin}:{seq}",
+                            seq=seq, expression=face.expression, fps=self.settings.fps,
+                            state="blink",
+                        )
+                    )  # fmt: skip
+                except Fenced:
+                    del self.last_seen[session]  # another replica has this session now

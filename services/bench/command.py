@@ -1,20 +1,24 @@
 """`marionette bench`: start the pipeline (unless one is running), speak, report."""
 
 import asyncio
-import os
-import threading
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
 
 from services.bench.baseline import raw_hops
 from services.bench.live import TurnResult, run_turns
 from services.bench.timeline import PARTS, percentile
 from services.bench.utterances import synthesize
 from services.bus import BusSettings
-from services.bus.redis_server import EmbeddedRedis
-from services.supervisor import Supervisor, stage_command
+from services.cli.common import bus_settings, console, out
+from services.logs import setup_logging
+from services.system import local_system
 
 BENCH_STAGES = ("asr", "policy", "tts", "avatar", "playback")
 """Capture is the bench itself; avatar and playback run because they share the CPU."""
@@ -61,32 +65,14 @@ def pipeline(bus: BusSettings, log_path: Path) -> Iterator[BusSettings]:
         yield bus
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with EmbeddedRedis(binary=bus.redis_server) as server, log_path.open("w") as log:
+    with log_path.open("w") as log:
 
         def write(stage: str, line: str) -> None:
             log.write(f"{stage:>8} | {line}\n")
             log.flush()
 
-        supervisor = Supervisor(
-            {name: stage_command(name) for name in BENCH_STAGES},
-            {**os.environ, "REDIS_URL": server.url},
-            write,
-        )
-        supervisor.start()
-        stopped = threading.Event()
-
-        def watch() -> None:
-            while not stopped.wait(0.2):
-                supervisor.poll()
-
-        watcher = threading.Thread(target=watch, name="bench-supervisor", daemon=True)
-        watcher.start()
-        try:
-            yield bus.model_copy(update={"redis_url": server.url})
-        finally:
-            stopped.set()
-            watcher.join(timeout=5)
-            supervisor.stop()
+        with local_system(bus, dict.fromkeys(BENCH_STAGES, 1), write) as (live, _):
+            yield live
 
 
 def run_bench(
@@ -106,3 +92,46 @@ def run_bench(
         raw_hop_p50_ms=percentile(hops, 50) * 1000,
         raw_hop_p95_ms=percentile(hops, 95) * 1000,
     )
+
+
+def bench(
+    utterances: Annotated[int, typer.Option(help="Spoken questions to time.", min=1)] = 6,
+    warmup: Annotated[int, typer.Option(help="Turns first, not counted (cold model).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    log: Annotated[Path, typer.Option(help="The stages' log.")] = Path(".marionette/bench.log"),
+) -> None:
+    """Voice-to-voice latency of the live pipeline: p50/p95, and where the time goes.
+
+    Starts Redis and the stages itself, unless REDIS_URL names a running system."""
+    setup_logging(console=console)
+    settings = bus_settings()
+
+    def progress(number: int, turn: TurnResult) -> None:
+        kind = "warm-up" if number < warmup else f"turn {number - warmup + 1}"
+        total = turn.parts.get("voice-to-voice")
+        timing = f"{total * 1000:.0f} ms" if total is not None else f"[red]{turn.error}[/]"
+        console.print(f"{kind}: heard {turn.heard!r} -> {timing}")
+
+    if not settings.redis_url:
+        console.print(f"starting the pipeline (its log: {log})")
+    report = run_bench(settings, utterances, warmup, log, progress)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    table = Table(title=f"voice-to-voice over {len(report.turns)} turns (ms)")
+    for column in ("part", "p50", "p95", "mean"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    for row in report.summary:
+        style = "bold" if row.part in ("voice-to-voice", "bus hops") else None
+        table.add_row(
+            row.part, f"{row.p50_ms:.0f}", f"{row.p95_ms:.0f}", f"{row.mean_ms:.0f}", style=style
+        )
+    out.print(table)
+    out.print(
+        f"raw redis-py XADD -> XREADGROUP hop on the same Redis: p50 {report.raw_hop_p50_ms:.1f} "
+        f"ms, p95 {report.raw_hop_p95_ms:.1f} ms (a turn has 3 hops)"
+    )
+    missed = [t for t in report.turns if t.error]
+    if missed:
+        out.print(f"[red]{len(missed)} turn(s) failed:[/] " + "; ".join(t.error for t in missed))
+        raise typer.Exit(code=1)

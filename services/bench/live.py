@@ -17,7 +17,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from contracts import AudioFrame
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, message_id
 from contracts.topics import (
     ASR_FINAL,
     AUDIO_FRAME,
@@ -28,7 +28,7 @@ from contracts.topics import (
 )
 from services.bench.timeline import Published, breakdown
 from services.bench.utterances import FRAME_BYTES, FRAME_S, Utterance
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import BusSettings, Producer
 from services.bus.causes import cause_from_headers
 from services.bus.partitions import stream_for, streams_of
 from services.bus.wire import StreamEntry, decode_entry
@@ -106,8 +106,8 @@ class Microphone:
             await asyncio.sleep(max(0.0, started + self.seq * FRAME_S - time.monotonic()))
             pcm = self.queue.pop(0) if self.queue else b"\0" * FRAME_BYTES
             frame = AudioFrame(
-                session_id=self.session, turn_id=self.run_id, seq=self.seq, pcm=pcm,
-                captured_at=time.time(),
+                session_id=self.session, message_id=message_id(self.run_id, self.seq),
+                seq=self.seq, pcm=pcm, captured_at=time.time(),
             )  # fmt: skip
             self.added_at[self.seq] = added_time(await self.publisher.publish(frame))
             self.seq += 1
@@ -206,8 +206,7 @@ async def run_turns(
     report: Callable[[int, TurnResult], None] = lambda i, r: None,
 ) -> list[TurnResult]:
     """Speak each utterance into the live pipeline; the first `warmup` turns are not kept."""
-    stage = Stage("bench")
-    frames = stage.publisher(AUDIO_FRAME)
+    producer = Producer(bus, "bench", [AUDIO_FRAME])
     session = f"bench-{uuid.uuid4().hex[:8]}"
     client: Redis = Redis.from_url(bus.redis_url or "")
     results: list[TurnResult] = []
@@ -217,8 +216,8 @@ async def run_turns(
             StreamWatcher(client, topic, session, bus.partitions)
             for topic in (ASR_FINAL, POLICY_TOKEN, TTS_CHUNK, PLAYBACK_PROGRESS)
         )
-        async with StageRuntime(stage, bus):
-            mic = Microphone(frames, session)
+        async with producer:
+            mic = Microphone(producer, session)
             streaming = asyncio.create_task(mic.stream())
             try:
                 for number, utterance in enumerate(utterances):

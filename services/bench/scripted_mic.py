@@ -20,7 +20,7 @@ import soxr
 
 from contracts import AudioFrame
 from contracts.limits import AUDIO_SAMPLE_RATE
-from services.bus.stage import TopicPublisher
+from services.bus.stage import Publisher
 
 FRAME_S = 0.02
 FRAME_SAMPLES = int(AUDIO_SAMPLE_RATE * FRAME_S)
@@ -51,7 +51,7 @@ class _GrowingWav:
 class ScriptedMic:
     def __init__(
         self,
-        frames: TopicPublisher[AudioFrame],
+        frames: Publisher[AudioFrame],
         session: str,
         *,
         echo_dir: Path | None = None,
@@ -89,8 +89,8 @@ class ScriptedMic:
             await asyncio.sleep(max(0.0, captured_at + FRAME_S - time.time()))
             await self.frames.publish(
                 AudioFrame(
-                    session_id=self.session, turn_id=self.run_id, seq=self._next,
-                    pcm=self._frame(), captured_at=captured_at,
+                    session_id=self.session, message_id=f"{self.run_id}:{self._next}",
+                    seq=self._next, pcm=self._frame(), captured_at=captured_at,
                 )
             )  # fmt: skip
             self._next += 1

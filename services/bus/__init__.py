@@ -1,16 +1,21 @@
 """The bus runtime every stage shares: at-least-once delivery on Redis Streams.
 
-Read stage.py first: it shows how a stage declares handlers and publishers.
+Read stage.py first (how a stage is written), then runtime.py (how it is run).
 """
 
-from services.bus.settings import BusSettings, ConfigError, load_bus_settings
-from services.bus.stage import Stage, StageRuntime, TopicPublisher
+from services.bus.runtime import Producer, StageRuntime
+from services.bus.settings import BusSettings, load_bus_settings
+from services.bus.stage import Bus, Checkpointed, Publishes, SessionMemory, Stage, consumes
 
 __all__ = [
+    "Bus",
     "BusSettings",
-    "ConfigError",
+    "Checkpointed",
+    "Producer",
+    "Publishes",
+    "SessionMemory",
     "Stage",
     "StageRuntime",
-    "TopicPublisher",
+    "consumes",
     "load_bus_settings",
 ]

@@ -1,25 +1,28 @@
-"""The read loops: they fetch entries from Redis and hand them to an EntryProcessor.
+"""The read loops: they fetch entries from Redis and hand them to a handler.
 
-SharedReader serves unordered topics: every replica reads the one stream in the same
-consumer group, and claims what a dead replica left pending.
-PartitionedReader serves ordered topics: each replica reads only the partitions it holds
-a lease on, one at a time per partition, so a session's messages stay in order.
+PartitionedReader serves an ordered topic: the replica reads only the partitions it owns
+(services.bus.ownership), each through its own bounded queue and worker, so a session's
+messages are handled in order. A worker starting on a partition first finishes what the
+previous owner left pending.
+BroadcastReader serves an unordered topic (control): every replica reads every entry, with
+no consumer group, so an interrupt reaches the replica that owns the turn.
 Neither loop ever stops on an error: it backs off briefly and tries again.
 """
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import cast
 
 from redis.asyncio import Redis
 
-from services.bus.delivery import EntryProcessor
-from services.bus.leases import PartitionLeases
+from services.bus.delivery import EntryProcessor, Held
+from services.bus.fencing import Fence, Fenced
 from services.bus.partitions import partition_stream
 from services.bus.recovery import (
+    REDIS_UNAVAILABLE,
     TRANSIENT_ERRORS,
     Backoff,
     ensure_group,
@@ -31,9 +34,6 @@ from services.bus.wire import StreamEntry
 log = logging.getLogger("marionette.bus")
 
 Fields = dict[bytes, bytes]
-STOP_GRACE_S = 10.0
-
-
 Step = Callable[[], Awaitable[None]]
 
 
@@ -60,7 +60,8 @@ async def resilient(name: str, step: Step, recreate_groups: Step, *, repeat: boo
             raise_if_cancelling()
             if is_missing_group(exc):
                 log.warning("%s: consumer group is gone (Redis lost its data?); recreating", name)
-                await _quietly(recreate_groups)
+                with contextlib.suppress(Exception):
+                    await recreate_groups()
                 continue
             if not failing:
                 level = logging.WARNING if isinstance(exc, TRANSIENT_ERRORS) else logging.ERROR
@@ -69,65 +70,26 @@ async def resilient(name: str, step: Step, recreate_groups: Step, *, repeat: boo
             await backoff.wait()
 
 
-async def _quietly(action: Step) -> None:
-    try:
-        await action()
-    except Exception as exc:
-        log.warning("recovery step failed (%s); will retry", exc)
-
-
-async def claim_pending(
-    processor: EntryProcessor, stream: str, min_idle_ms: int, count: int
-) -> list[StreamEntry]:
-    """Take over entries idle at least min_idle_ms, oldest first, with their delivery counts."""
+async def claim_pending(processor: EntryProcessor, stream: str) -> list[StreamEntry]:
+    """Take over every entry pending in the group on this stream, oldest first."""
     client: Redis = processor.client
     claimed: list[StreamEntry] = []
     cursor: bytes | str = "0-0"
     while True:
         reply = await client.xautoclaim(
-            stream, processor.group, processor.consumer, min_idle_ms, cursor, count=count
-        )
+            stream, processor.group, processor.consumer, 0, cursor,
+            count=processor.settings.read_count,
+        )  # fmt: skip
         cursor = reply[0]
         rows = cast(list[tuple[bytes, Fields | None]], reply[1])
-        live = [(entry_id, fields) for entry_id, fields in rows if fields is not None]
         gone = [entry_id for entry_id, fields in rows if fields is None]
         if gone:  # trimmed by MAXLEN before anyone handled them
             await client.xack(stream, processor.group, *gone)
             log.warning("%s: %d pending entries were trimmed away unhandled", stream, len(gone))
-        if live:
-            counts = await _delivery_counts(processor, stream, live[0][0], live[-1][0])
-            claimed += [
-                StreamEntry(stream, entry_id, fields, counts.get(entry_id, 1))
-                for entry_id, fields in live
-            ]
+        claimed += [StreamEntry(stream, entry_id, f) for entry_id, f in rows if f is not None]
         if cursor in (b"0-0", "0-0"):
             processor.stats.claimed += len(claimed)
             return claimed
-
-
-async def _delivery_counts(
-    processor: EntryProcessor, stream: str, first: bytes, last: bytes
-) -> dict[bytes, int]:
-    rows = await processor.client.xpending_range(
-        stream, processor.group, min=first, max=last, count=10_000,
-        consumername=processor.consumer,
-    )  # fmt: skip
-    return {cast(bytes, row["message_id"]): int(row["times_delivered"]) for row in rows}
-
-
-async def process_resiliently(processor: EntryProcessor, entry: StreamEntry) -> None:
-    """Process one entry, waiting out a Redis outage and then trying the same entry again."""
-
-    async def step() -> None:
-        await processor.process(entry)
-
-    async def recreate() -> None:
-        await ensure_group(
-            processor.client, entry.stream, processor.group, processor.settings.group_start
-        )
-
-    name = f"{processor.group}/{entry.stream}"
-    await resilient(name, step, recreate, repeat=False)
 
 
 async def read_new(processor: EntryProcessor, streams: list[str]) -> list[StreamEntry]:
@@ -145,150 +107,192 @@ async def read_new(processor: EntryProcessor, streams: list[str]) -> list[Stream
     ]
 
 
-class SharedReader:
-    def __init__(self, processor: EntryProcessor, stream: str) -> None:
-        self.processor = processor
-        self.stream = stream
-        self._next_claim = 0.0
-
-    async def _ensure_group(self) -> None:
-        p = self.processor
-        await ensure_group(p.client, self.stream, p.group, p.settings.group_start)
-
-    async def run(self) -> None:
-        name = f"{self.processor.group}/{self.stream}"
-        await resilient(name, self._ensure_group, self._ensure_group, repeat=False)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.processor.keep_claimed())
-            await resilient(name, self._step, self._ensure_group)
-
-    async def _step(self) -> None:
-        p, settings = self.processor, self.processor.settings
-        if time.monotonic() >= self._next_claim:
-            self._next_claim = time.monotonic() + settings.claim_idle_ms / 2000
-            claimed = await claim_pending(
-                p, self.stream, settings.claim_idle_ms, settings.read_count
-            )
-            for entry in claimed:
-                await process_resiliently(p, entry)
-        for entry in await read_new(p, [self.stream]):
-            await process_resiliently(p, entry)
-
-
+@dataclass(eq=False)
 class _Partition:
-    """A held partition: its bounded queue and the worker that drains it in order."""
+    """A held partition: its queue, its worker, and what its handlers hold unacknowledged."""
 
-    def __init__(self, number: int, stream: str, queue_size: int) -> None:
-        self.number = number
-        self.stream = stream
-        self.queue: asyncio.Queue[StreamEntry | None] = asyncio.Queue(maxsize=queue_size)
-        self.ready = False  # pending entries of the previous owner are handled first
-        self.worker: asyncio.Task[None] | None = None
+    number: int
+    stream: str
+    fence: Fence
+    queue: asyncio.Queue[StreamEntry | None]
+    ready: bool = False  # what the previous owner left pending comes first
+    draining: bool = False
+    worker: asyncio.Task[None] | None = None
+    held: dict[str, list[Held]] = field(default_factory=dict)
 
 
 class PartitionedReader:
-    def __init__(self, processor: EntryProcessor, leases: PartitionLeases, overflow: str) -> None:
+    def __init__(self, processor: EntryProcessor, overflow: str, partitions: int) -> None:
         self.processor = processor
-        self.leases = leases
         self.overflow = overflow
+        self.partitions = partitions
         self.topic_name = processor.topic.name
-        self.held: dict[int, _Partition] = {}
+        self.parts: dict[int, _Partition] = {}
         self.name = f"{processor.group}/{self.topic_name}"
 
-    async def _ensure_groups(self) -> None:
+    async def ensure_groups(self) -> None:
         p = self.processor
-        for number in range(self.leases.partitions):
+        for number in range(self.partitions):
             stream = partition_stream(self.topic_name, number)
             await ensure_group(p.client, stream, p.group, p.settings.group_start)
 
     async def run(self) -> None:
-        await resilient(self.name, self._ensure_groups, self._ensure_groups, repeat=False)
+        """Fetch new entries of the partitions held, for ever."""
+        await resilient(self.name, self.ensure_groups, self.ensure_groups, repeat=False)
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.processor.keep_claimed())
-                tasks.create_task(self._lease_loop())
-                await resilient(self.name, self._fetch, self._ensure_groups)
+            await resilient(self.name, self._fetch, self.ensure_groups)
         finally:
-            await self.shutdown()
+            for number in list(self.parts):
+                self.stop(number)
 
-    async def shutdown(self) -> None:
-        """Finish in-flight entries and hand the partitions back at once."""
-        for number in list(self.held):
-            await self._stop(number)
-        with contextlib.suppress(*TRANSIENT_ERRORS):  # else the leases expire on their own
-            await self.leases.release_all()
+    def start(self, number: int, fence: Fence) -> None:
+        self.stop(number)
+        part = _Partition(
+            number, partition_stream(self.topic_name, number), fence,
+            asyncio.Queue(maxsize=self.processor.settings.queue_size),
+        )  # fmt: skip
+        part.worker = asyncio.create_task(self._work(part), name=f"{self.name}/p{number}")
+        self.parts[number] = part
 
-    async def _lease_loop(self) -> None:
-        interval_s = self.leases.lease_ms / 3000
-        while True:
-            await resilient(
-                self.name + "/leases", self._lease_step, self._ensure_groups, repeat=False
-            )
-            await asyncio.sleep(interval_s)
+    def stop(self, number: int) -> asyncio.Task[None] | None:
+        """Stop handling the partition at once (its lease is gone): what it read and did
+        not acknowledge stays pending for the next owner. Returns the worker to await."""
+        part = self.parts.pop(number, None)
+        if part is None or part.worker is None:
+            return None
+        part.worker.cancel()
+        return part.worker
 
-    async def _lease_step(self) -> None:
-        changes = await self.leases.tick()
-        for number in changes.lost:
-            log.warning("%s: lost the lease on partition %d", self.name, number)
-            await self._stop(number)
-        for number in changes.surplus:
-            await self._stop(number)
-            await self.leases.release(number)
-        for number in sorted(changes.gained):
-            self._start(number)
-        if changes.gained or changes.lost or changes.surplus:
-            log.info(
-                "%s: %s holds partitions %s", self.name, self.leases.replica_id, sorted(self.held)
-            )
+    def drain(self, number: int) -> asyncio.Task[None] | None:
+        """Finish the entry in hand, take no more (the partition is being handed over)."""
+        part = self.parts.get(number)
+        if part is None or part.worker is None:
+            return None
+        part.draining = True
+        while not part.queue.empty():
+            part.queue.get_nowait()
+        part.queue.put_nowait(None)
+        return part.worker
 
-    def _start(self, number: int) -> None:
-        partition = _Partition(
-            number, partition_stream(self.topic_name, number), self.processor.settings.queue_size
-        )
-        partition.worker = asyncio.create_task(self._work(partition))
-        self.held[number] = partition
-
-    async def _stop(self, number: int) -> None:
-        partition = self.held.pop(number, None)
-        if partition is None or partition.worker is None:
-            return
-        # Entries still queued stay pending in Redis; the next owner claims them.
-        while not partition.queue.empty():
-            partition.queue.get_nowait()
-        partition.queue.put_nowait(None)
-        # Let the entry in hand finish; a worker stuck waiting for Redis is cancelled.
-        _, stuck = await asyncio.wait([partition.worker], timeout=STOP_GRACE_S)
-        for task in stuck:
-            task.cancel()
-        await asyncio.gather(partition.worker, return_exceptions=True)
-
-    async def _work(self, partition: _Partition) -> None:
+    async def _work(self, part: _Partition) -> None:
         p = self.processor
+        name = f"{self.name}/p{part.number}"
+        try:
 
-        async def take_over() -> None:
-            for entry in await claim_pending(p, partition.stream, 0, p.settings.read_count):
-                await process_resiliently(p, entry)
-            partition.ready = True
+            async def take_over() -> None:
+                for entry in await claim_pending(p, part.stream):
+                    if not await self._handle(part, entry):
+                        return
+                part.ready = True
 
-        name = f"{self.name}/p{partition.number}"
-        await resilient(name, take_over, self._ensure_groups, repeat=False)
-        while (entry := await partition.queue.get()) is not None:
-            await process_resiliently(p, entry)
+            await resilient(name, take_over, self.ensure_groups, repeat=False)
+            while part.ready and (entry := await part.queue.get()) is not None:
+                if not await self._handle(part, entry):
+                    return
+        finally:
+            if self.parts.get(part.number) is part and not part.draining:
+                self.parts.pop(part.number, None)
+
+    async def _handle(self, part: _Partition, entry: StreamEntry) -> bool:
+        """Process one entry through Redis outages; False when the partition is not ours."""
+        backoff = Backoff(cap_s=0.2)
+        while True:
+            if not part.fence.held():
+                log.warning(
+                    "%s: lease on partition %d ran out; stopping it", self.name, part.number
+                )
+                return False
+            try:
+                await self.processor.process(entry, part.fence, part.held)
+                return True
+            except Fenced:
+                log.warning("%s: partition %d was taken over; stopping it", self.name, part.number)
+                return False
+            except REDIS_UNAVAILABLE:
+                raise_if_cancelling()
+                await backoff.wait()
 
     async def _fetch(self) -> None:
         p, settings = self.processor, self.processor.settings
-        ready = {part.stream: part for part in self.held.values() if part.ready}
+        ready = {part.stream: part for part in self.parts.values() if part.ready}
         if not ready:
             await asyncio.sleep(settings.block_ms / 1000)
             return
         for entry in await read_new(p, list(ready)):
             await self._enqueue(ready[entry.stream], entry)
 
-    async def _enqueue(self, partition: _Partition, entry: StreamEntry) -> None:
-        if self.held.get(partition.number) is not partition:
+    async def _enqueue(self, part: _Partition, entry: StreamEntry) -> None:
+        if self.parts.get(part.number) is not part or part.draining:
             return  # released meanwhile: the entry stays pending for the next owner
-        if self.overflow == "drop_oldest" and partition.queue.full():
-            oldest = partition.queue.get_nowait()
+        if self.overflow == "drop_oldest" and part.queue.full():
+            oldest = part.queue.get_nowait()
             if oldest is not None:
-                await self.processor.drop(oldest)
-        await partition.queue.put(entry)
+                with contextlib.suppress(Fenced):
+                    await self.processor.drop(oldest, part.fence)
+        await part.queue.put(entry)
+
+
+class BroadcastReader:
+    """Every entry of an unordered stream, on every replica: XREAD from where it started.
+
+    On start it first reads back `history_ms` of the stream (handle(entry, replayed=True):
+    interrupts are remembered, nothing else is done twice), then follows new entries."""
+
+    def __init__(
+        self,
+        client: Redis,
+        stream: str,
+        handle: Callable[[StreamEntry, bool], Awaitable[None]],
+        *,
+        history_ms: int,
+        block_ms: int,
+        read_count: int,
+        name: str,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.handle = handle
+        self.history_ms = history_ms
+        self.block_ms = block_ms
+        self.read_count = read_count
+        self.name = name
+        self.last_id = b"$"
+
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        async def nothing() -> None:
+            return None
+
+        await resilient(self.name, self._catch_up, nothing, repeat=False)
+        if started is not None:
+            started.set()
+        await resilient(self.name, self._follow, nothing)
+
+    async def _catch_up(self) -> None:
+        seconds, micros = await self.client.time()
+        start = max(0, seconds * 1000 + micros // 1000 - self.history_ms)
+        # Where new entries begin: the stream's last entry now (none yet: 0).
+        newest = cast(list[tuple[bytes, Fields]], await self.client.xrevrange(self.stream, count=1))
+        self.last_id = newest[0][0] if newest else b"0-0"
+        cursor = f"{start}-0".encode()
+        while True:
+            rows = cast(
+                list[tuple[bytes, Fields]],
+                await self.client.xrange(
+                    self.stream, min=cursor, max=self.last_id, count=self.read_count
+                ),
+            )
+            for entry_id, fields in rows:
+                await self.handle(StreamEntry(self.stream, entry_id, fields), True)
+            if len(rows) < self.read_count:
+                return
+            cursor = b"(" + rows[-1][0]
+
+    async def _follow(self) -> None:
+        reply = await self.client.xread(
+            {self.stream: self.last_id}, count=self.read_count, block=self.block_ms
+        )
+        rows = cast(list[tuple[bytes, list[tuple[bytes, Fields]]]], reply or [])
+        for _, entries in rows:
+            for entry_id, fields in entries:
+                self.last_id = entry_id
+                await self.handle(StreamEntry(self.stream, entry_id, fields), False)

@@ -1,5 +1,6 @@
 """An embedded redis-server on a free loopback port, for when REDIS_URL is not set."""
 
+import fcntl
 import shutil
 import signal
 import socket
@@ -8,8 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import redis
+
+from services.errors import StageStartError
 
 NO_SERVER_HELP = (
     "no Redis server binary found. Either set REDIS_URL to a running Redis, "
@@ -19,7 +23,7 @@ NO_SERVER_HELP = (
 )
 
 
-class RedisServerError(RuntimeError):
+class RedisServerError(StageStartError, RuntimeError):
     """The embedded server could not be found or did not start."""
 
 
@@ -80,12 +84,16 @@ class EmbeddedRedis:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="marionette-redis-"))
         self.persistence = persistence
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = self._take_folder()
         args = [
             str(self.binary),
             "--port", str(self.port),
@@ -107,6 +115,19 @@ class EmbeddedRedis:
         log.close()
         self._wait_ready(timeout_s)
         return self
+
+    def _take_folder(self) -> IO[bytes]:
+        """One server per data folder: two would write the same append-only file."""
+        lock = (self.data_dir / "marionette.lock").open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RedisServerError(
+                f"another Marionette Redis keeps its data in {self.data_dir} (a `marionette up` "
+                "running in this folder?): stop it, or set MARIONETTE_REDIS_DIR elsewhere"
+            ) from None
+        return lock
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -146,6 +167,9 @@ class EmbeddedRedis:
 
     def close(self) -> None:
         self.stop()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -1,288 +1,232 @@
-"""A stage: typed handlers declared FastStream-style, run with at-least-once delivery.
+"""A stage: a class that consumes typed messages and publishes others.
 
-    stage = Stage("echo")
-    replies = stage.publisher(CHAT_MESSAGE)
+    class Captions(Stage):
+        name = "captions"                      # its consumer group
+        highlights = Publishes(CHAT_MESSAGE)   # what it publishes, declared beside its handlers
 
-    @stage.consumer(ASR_FINAL)
-    async def on_final(final: AsrFinal) -> None:
-        await replies.publish(ChatMessage(...))
+        @consumes(POLICY_TOKEN)
+        async def on_token(self, token: PolicyToken) -> None:
+            if token.final:
+                print(token.reply_text)
 
-    asyncio.run(StageRuntime(stage, load_bus_settings()).run())
-
-Handlers are ordinary FastStream subscribers on a RedisRouter (typed pydantic arguments,
-dependency injection, telemetry); the runtime owns reading, acknowledging, claiming,
-dead letters, duplicates and partitions.
+A stage is built from its settings and backends, and the bus is handed to it
+(`Captions(bus)`; a stage with a model loads it in `build`). Under `marionette run` the
+bus is Redis (services.bus.runtime); in a unit test it is memory (services.bus.harness).
+The runtime, not the stage, owns delivery: it drops duplicates, keeps each session in
+order on one replica, drops the late messages of interrupted turns, retries, dead-letters,
+and recovers from crashes. What a stage builds across messages goes in `Checkpointed`
+state, which the runtime stores with the writes that depend on it, so a replacement
+replica carries on where a killed one stopped.
 """
 
-import asyncio
-import logging
-import os
-import socket
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, overload
 
-from faststream import AckPolicy
-from faststream.redis import RedisBroker, RedisRouter, StreamSub
-from redis.asyncio import Redis
+from pydantic import BaseModel
 
 from contracts.envelope import Envelope
 from contracts.topics import Topic
-from services.bus.causes import cause_headers
-from services.bus.dead_letters import dead_letter_stream
-from services.bus.dedup import Deduplicator, HandledIds, HighWaterMarks
-from services.bus.delivery import ConsumerStats, EntryProcessor
-from services.bus.faststream_bridge import make_broker, start_without_fetch_loops
-from services.bus.interrupts import InterruptedTurns
-from services.bus.leases import PartitionLeases
-from services.bus.partitions import stream_for, streams_of
-from services.bus.readers import PartitionedReader, SharedReader
-from services.bus.recovery import REDIS_UNAVAILABLE, Backoff, raise_if_cancelling
-from services.bus.settings import BusSettings
-from services.telemetry import metrics
-
-log = logging.getLogger("marionette.bus")
 
 M = TypeVar("M", bound=Envelope)
-Handler = TypeVar("Handler", bound=Callable[..., Any])
+S = TypeVar("S", bound=BaseModel)
+T = TypeVar("T")
+H = TypeVar("H", bound=Callable[..., Any])
 
 
-class BusNotRunning(RuntimeError):
-    """A publisher was used outside a running StageRuntime."""
+M_contra = TypeVar("M_contra", bound=Envelope, contravariant=True)
 
 
-class TopicPublisher(Generic[M]):
-    """Publishes one topic's messages to the right (partition) stream, through outages."""
+class Publisher(Protocol[M_contra]):
+    async def publish(self, message: M_contra) -> bytes | None:
+        """Send the message on its topic (awaited: it is in Redis when this returns);
+        the id of its entry where there is one."""
 
-    def __init__(self, topic: Topic[M], faststream_publisher: Any) -> None:
-        self.topic = topic
-        self._publisher = faststream_publisher
-        self._settings: BusSettings | None = None
 
-    def bind(self, settings: BusSettings | None) -> None:
-        self._settings = settings
+class State(Protocol[S]):
+    """A stage's state per session and key, kept in memory and checkpointed by the runtime.
 
-    async def publish(self, message: M, *, timeout_s: float = 30.0) -> bytes:
-        """XADD the message (MAXLEN ~ from settings); returns its entry id.
+    `save` marks it to be stored with the handler's next write (a publish, or the
+    acknowledgement of the message in hand); so after a crash, `load` gives the state that
+    matches what had been published."""
 
-        A publish that fails because Redis is away is retried until timeout_s; a retried
-        publish may land twice, which consumers drop as a duplicate.
-        """
-        settings = self._settings
-        if settings is None:
-            raise BusNotRunning(f"publish to {self.topic.name} outside a running StageRuntime")
-        if not isinstance(message, self.topic.model):
-            raise TypeError(
-                f"{self.topic.name} carries {self.topic.model.__name__}, "
-                f"not {type(message).__name__}"
-            )
-        stream = stream_for(self.topic, message.session_id, settings.partitions)  # type: ignore[arg-type]
-        maxlen = settings.maxlen_for(self.topic.name, self.topic.maxlen)
-        backoff = Backoff()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                entry_id: bytes = await self._publisher.publish(
-                    message, stream=stream, maxlen=maxlen, headers=cause_headers()
-                )
-                return entry_id
-            except REDIS_UNAVAILABLE:
-                raise_if_cancelling()
-                if time.monotonic() > deadline:
-                    raise
-                await backoff.wait()
+    async def load(self, session_id: str, key: str = "") -> S | None: ...
+    def save(self, session_id: str, key: str, value: S) -> None: ...
+    def forget(self, session_id: str, key: str = "") -> None: ...
+
+
+class SessionMemory(Generic[T]):
+    """What a stage keeps in memory per session and does not checkpoint (a model's decoder
+    state, an open utterance rebuilt from held frames). The runtime empties it for the
+    sessions of a partition this replica loses, since their messages will be handled again."""
+
+    def __init__(self, make: Callable[[str], T]) -> None:
+        self._make = make
+        self._values: dict[str, T] = {}
+
+    def __getitem__(self, session_id: str) -> T:
+        if session_id not in self._values:
+            self._values[session_id] = self._make(session_id)
+        return self._values[session_id]
+
+    def get(self, session_id: str) -> T | None:
+        return self._values.get(session_id)
+
+    def put(self, session_id: str, value: T) -> None:
+        self._values[session_id] = value
+
+    def pop(self, session_id: str) -> T | None:
+        return self._values.pop(session_id, None)
+
+    def drop(self, lost: Callable[[str], bool]) -> None:
+        for session_id in [s for s in self._values if lost(s)]:
+            del self._values[session_id]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class KeyValue(Protocol):
+    """Data every replica of every stage shares (the persona, a session's memory): Redis
+    under the runtime (redis.asyncio.Redis is one), a dict in the harness."""
+
+    async def get(self, name: str) -> bytes | None: ...
+    async def set(self, name: str, value: str | bytes, ex: int | None = None) -> Any: ...
+
+
+class Bus(Protocol):
+    """What a stage sees of the bus."""
+
+    replica_id: str
+    store: KeyValue
+
+    def publisher(self, topic: Topic[M]) -> Publisher[M]: ...
+    def state(self, name: str, model: type[S]) -> State[S]: ...
+    def memory(self, make: Callable[[str], T]) -> SessionMemory[T]:
+        """Per-session memory that the runtime empties when the session moves away."""
+
+    def interrupted(self, session_id: str, turn_id: str | None) -> bool:
+        """Whether that turn was interrupted (control): its work is no longer wanted."""
+
+    def hold(self) -> None:
+        """Keep the message in hand unacknowledged after its handler returns, so that it is
+        delivered again if this replica dies (asr holds the frames of an open utterance)."""
+
+    def release(self, session_id: str, *, keep_last: int = 0) -> None:
+        """Acknowledge the session's held messages (with the next write), all but the
+        `keep_last` latest."""
+
+    async def checkpoint(self) -> None:
+        """Store the changed state now (playback's position inside a long chunk)."""
 
 
 @dataclass(frozen=True)
-class ConsumerSpec:
+class Consumer:
+    """A handler declared with @consumes."""
+
     topic: Topic[Any]
-    subscriber: Any
-    handler: Callable[..., Any]
-    drop_interrupted: bool = False
+    method: str
+    drop_interrupted: bool | None  # None: as the stage is interruptible
+
+
+_CONSUMES = "__marionette_consumes__"
+
+
+def consumes(topic: Topic[Any], *, drop_interrupted: bool | None = None) -> Callable[[H], H]:
+    """Declare a method as the handler of a topic. Messages of interrupted turns are dropped
+    before they reach it when the stage is interruptible (unless drop_interrupted=False)."""
+
+    def mark(method: H) -> H:
+        setattr(method, _CONSUMES, (topic, drop_interrupted))
+        return method
+
+    return mark
+
+
+class Publishes(Generic[M]):
+    """`chunks = Publishes(TTS_CHUNK)` on a stage class: `self.chunks.publish(chunk)`."""
+
+    def __init__(self, topic: Topic[M]) -> None:
+        self.topic = topic
+
+    @overload
+    def __get__(self, stage: None, owner: type) -> "Publishes[M]": ...
+    @overload
+    def __get__(self, stage: "Stage", owner: type) -> Publisher[M]: ...
+    def __get__(self, stage: "Stage | None", owner: type) -> "Publishes[M] | Publisher[M]":
+        if stage is None:
+            return self
+        return stage.bus.publisher(self.topic)
+
+
+class Checkpointed(Generic[S]):
+    """`speech = Checkpointed(TurnSpeech)` on a stage class: state that survives a crash."""
+
+    def __init__(self, model: type[S]) -> None:
+        self.model = model
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, stage: None, owner: type) -> "Checkpointed[S]": ...
+    @overload
+    def __get__(self, stage: "Stage", owner: type) -> State[S]: ...
+    def __get__(self, stage: "Stage | None", owner: type) -> "Checkpointed[S] | State[S]":
+        if stage is None:
+            return self
+        return stage.bus.state(self.name, self.model)
 
 
 class Stage:
-    """A stage's declarations: what it consumes and what it publishes."""
+    """Subclass it: a name, handlers with @consumes, Publishes and Checkpointed beside them."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.router = RedisRouter()
-        self.consumers: list[ConsumerSpec] = []
-        self.publishers: list[TopicPublisher[Any]] = []
-        self.interrupted = InterruptedTurns()
-        """Turns this stage was told to interrupt (its control handler adds them)."""
+    name: ClassVar[str]
+    interruptible: ClassVar[bool] = False
+    """The runtime drops late messages of interrupted turns and calls on_interrupt."""
 
-    def publisher(self, topic: Topic[M]) -> TopicPublisher[M]:
-        faststream_publisher = self.router.publisher(
-            stream=topic.name,
-            schema=topic.model,
-            title=f"{topic.name}:{self.name}:publish",
-            description=topic.description,
-        )
-        publisher = TopicPublisher(topic, faststream_publisher)
-        self.publishers.append(publisher)
-        return publisher
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
 
-    def consumer(
-        self, topic: Topic[Any], *, drop_interrupted: bool = False
-    ) -> Callable[[Handler], Handler]:
-        """Declare the handler of a topic. drop_interrupted: entries of a turn in
-        `self.interrupted` are acknowledged without calling it (late work of that turn)."""
-        if any(spec.topic.name == topic.name for spec in self.consumers):
-            raise ValueError(f"stage {self.name} already consumes {topic.name}")
-        subscriber = self.router.subscriber(
-            stream=StreamSub(topic.name, group=self.name, consumer=self.name),
-            ack_policy=AckPolicy.MANUAL,
-            title=f"{topic.name}:{self.name}:consume",
-            description=topic.description,
-        )
+    @classmethod
+    async def build(cls, bus: Bus) -> Self:
+        """Make the stage from its settings (load its model here); `marionette run` calls it."""
+        return cls(bus)
 
-        def register(handler: Handler) -> Handler:
-            subscriber(handler)
-            self.consumers.append(ConsumerSpec(topic, subscriber, handler, drop_interrupted))
-            return handler
+    async def on_interrupt(self, session_id: str, turn_id: str) -> None:
+        """A turn was interrupted: drop what is in progress for it (interruptible stages)."""
 
-        return register
+    async def background(self) -> None:
+        """Work of its own while the stage runs (the avatar's blinks); returns when done."""
 
+    def wanted(self, message: Envelope) -> bool:
+        """Not part of an interrupted turn."""
+        return not self.bus.interrupted(message.session_id, message.turn_id)
 
-def new_replica_id(stage_name: str) -> str:
-    return f"{stage_name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    @classmethod
+    def consumers(cls) -> list[Consumer]:
+        found = []
+        for name in dir(cls):
+            declared = getattr(getattr(cls, name, None), _CONSUMES, None)
+            if declared is not None:
+                topic, drop = declared
+                found.append(Consumer(topic, name, drop))
+        topics = [c.topic.name for c in found]
+        duplicated = {t for t in topics if topics.count(t) > 1}
+        if duplicated:
+            raise TypeError(f"stage {cls.__name__} consumes {', '.join(duplicated)} twice")
+        return sorted(found, key=lambda c: c.topic.name)
 
-
-class StageRuntime:
-    """Runs a Stage against Redis until stopped.
-
-    Use `await runtime.run()` for a stage process, or `async with runtime:` to publish
-    (and consume in the background) from a script or a test.
-    """
-
-    def __init__(
-        self, stage: Stage, settings: BusSettings, *, replica_id: str | None = None
-    ) -> None:
-        if not settings.redis_url:
-            raise ValueError("StageRuntime needs settings.redis_url (see services.bus.server)")
-        self.stage = stage
-        self.settings = settings
-        self.replica_id = replica_id or new_replica_id(stage.name)
-        self.broker: RedisBroker = make_broker(settings.redis_url, stage.router, stage.name)
-        # A blocking XREADGROUP must not hit the socket timeout (redis-py's default is 5 s).
-        self.client: Redis = Redis.from_url(
-            settings.redis_url,
-            health_check_interval=5,
-            socket_timeout=settings.block_ms / 1000 + 10,
-            socket_connect_timeout=5,
-        )
-        self.processors: dict[str, EntryProcessor] = {}
-        self._readers: list[SharedReader | PartitionedReader] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def stats(self, topic_name: str) -> ConsumerStats:
-        return self.processors[topic_name].stats
-
-    # What /metrics reads (services.telemetry.metrics.WatchedRuntime).
-    @property
-    def group(self) -> str:
-        return self.stage.name
-
-    @property
-    def redis_url(self) -> str:
-        return self.settings.redis_url or ""
-
-    def consumer_counts(self) -> dict[str, ConsumerStats]:
-        return {name: processor.stats for name, processor in self.processors.items()}
-
-    def consumed_streams(self) -> list[tuple[str, str]]:
+    @classmethod
+    def published_topics(cls) -> list[Topic[Any]]:
         return [
-            (spec.topic.name, stream)
-            for spec in self.stage.consumers
-            for stream in streams_of(spec.topic, self.settings.partitions)
+            attr.topic
+            for name in dir(cls)
+            if isinstance(attr := getattr(cls, name, None), Publishes)
         ]
 
-    def dead_letter_streams(self) -> dict[str, str]:
-        return {
-            spec.topic.name: dead_letter_stream(spec.topic.name) for spec in self.stage.consumers
-        }
-
-    async def start(self) -> None:
-        await start_without_fetch_loops(self.broker)
-        for publisher in self.stage.publishers:
-            publisher.bind(self.settings)
-        self.processors, self._readers = {}, []  # a restarted runtime starts afresh
-        for spec in self.stage.consumers:
-            processor = EntryProcessor(
-                client=self.client,
-                topic=spec.topic,
-                group=self.stage.name,
-                consumer=self.replica_id,
-                subscriber=spec.subscriber,
-                dedup=self._deduplicator(spec.topic),
-                settings=self.settings,
-                stale=self.stage.interrupted.covers if spec.drop_interrupted else None,
-            )
-            self.processors[spec.topic.name] = processor
-            self._readers.append(self._reader(processor))
-        self._task = asyncio.create_task(self._read_all(), name=f"{self.stage.name}-readers")
-        metrics.watch(self)
-
-    def _deduplicator(self, topic: Topic[Any]) -> Deduplicator:
-        kind = HighWaterMarks if topic.ordered else HandledIds
-        return kind(self.client, self.stage.name, topic.name, self.settings.dedup_ttl_s)
-
-    def _reader(self, processor: EntryProcessor) -> SharedReader | PartitionedReader:
-        topic = processor.topic
-        if not topic.ordered:
-            return SharedReader(processor, topic.name)
-        leases = PartitionLeases(
-            self.client,
-            group=self.stage.name,
-            topic_name=topic.name,
-            replica_id=self.replica_id,
-            partitions=self.settings.partitions,
-            lease_ms=self.settings.lease_ms,
-        )
-        return PartitionedReader(processor, leases, topic.overflow)
-
-    async def _read_all(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            for reader in self._readers:
-                tasks.create_task(reader.run())
-
-    async def stop(self) -> None:
-        """Finish in-flight entries, hand partitions back, disconnect."""
-        metrics.unwatch(self)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for publisher in self.stage.publishers:
-            publisher.bind(None)
-        await self.broker.stop()
-        await self.client.aclose()
-
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until `stop` is set (or forever)."""
-        await self.start()
-        log.info("stage %s running as %s", self.stage.name, self.replica_id)
-        try:
-            if stop is None:
-                assert self._task is not None
-                await self._task
-            else:
-                await stop.wait()
-        finally:
-            await self.stop()
-
-    async def __aenter__(self) -> "StageRuntime":
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    def drops_interrupted(self, consumer: Consumer) -> bool:
+        if consumer.drop_interrupted is None:
+            return self.interruptible
+        return consumer.drop_interrupted

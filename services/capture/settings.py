@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts.envelope import Identifier
-from services.bus.settings import MarionetteSettings
+from services.settings import MarionetteSettings
 
 
 class CaptureSettings(MarionetteSettings):

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.errors import StageStartError
+
 BLOCK_S = 0.1
 NO_BACKEND_HELP = (
     "no audio backend: PortAudio is not installed (apt-get install libportaudio2), "
@@ -19,7 +21,7 @@ NO_BACKEND_HELP = (
 )
 
 
-class CaptureError(RuntimeError):
+class CaptureError(StageStartError, RuntimeError):
     """Audio cannot be captured; the message says what to do instead."""
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from contracts import AudioFrame
+from contracts.envelope import message_id
 from contracts.topics import AUDIO_FRAME
-from services.bus import BusSettings, Stage, StageRuntime
-from services.bus.settings import load_settings
+from services.bus import Bus, Publishes, Stage
 from services.capture.framer import Framer
 from services.capture.settings import CaptureSettings
 from services.capture.sources import (
@@ -23,12 +23,9 @@ from services.capture.sources import (
     MicrophoneSource,
     StdinSource,
 )
+from services.settings import load_settings
 
 log = logging.getLogger("marionette.capture")
-
-stage = Stage("capture")
-frames_out = stage.publisher(AUDIO_FRAME)
-
 
 SAMPLE_CONVERSATION = Path(__file__).parent / "assets" / "sample_conversation.wav"
 
@@ -48,62 +45,63 @@ def open_source(settings: CaptureSettings) -> AudioSource:
         return FileSource(SAMPLE_CONVERSATION)
 
 
-async def capture(settings: CaptureSettings, source: AudioSource) -> int:
-    """Publish the source's audio as frames; returns how many. Call inside a StageRuntime."""
-    framer = Framer(source.sample_rate, settings.frame_ms)
-    pace = settings.realtime and not source.realtime_source
-    started = time.time()
-    clock = time.monotonic()
-    seq = 0
-    # Frames carry their capture run as turn id: a restarted capture counts seq from 0
-    # again, and must not be taken for a redelivery of the previous run's frames.
-    run_id = f"c{round(started * 1000)}"
+class CaptureStage(Stage):
+    """Publishes its input as audio.frame until the input ends (then the process ends)."""
 
-    async def publish(frames: list[bytes]) -> None:
-        nonlocal seq
-        for pcm in frames:
-            if pace:
-                await asyncio.sleep(
-                    max(0.0, clock + seq * settings.frame_ms / 1000 - time.monotonic())
-                )
-            captured_at = started + seq * settings.frame_ms / 1000
-            await frames_out.publish(
-                AudioFrame(
-                    session_id=settings.session_id,
-                    turn_id=run_id,
-                    seq=seq,
-                    pcm=pcm,
-                    captured_at=captured_at,
-                )
-            )
-            seq += 1
+    name = "capture"
+    frames = Publishes(AUDIO_FRAME)
 
-    async for block in source.blocks():
-        await publish(framer.push(block))
-    await publish(framer.push(np.zeros((0, 1), dtype=np.float32), last=True))
-    log.info(
-        "capture: published %d frames (%.1f s) for session %s",
-        seq,
-        seq * settings.frame_ms / 1000,
-        settings.session_id,
-    )
-    return seq
+    def __init__(self, settings: CaptureSettings, source: AudioSource, bus: Bus) -> None:
+        super().__init__(bus)
+        self.settings = settings
+        self.source = source
+        self.frames_published = 0
 
+    @classmethod
+    async def build(cls, bus: Bus) -> "CaptureStage":
+        settings = load_settings(CaptureSettings)
+        return cls(settings, open_source(settings), bus)
 
-async def run_capture(bus: BusSettings, settings: CaptureSettings) -> int:
-    source = open_source(settings)
-    async with StageRuntime(stage, bus):
-        return await capture(settings, source)
+    async def background(self) -> None:
+        self.frames_published = await self.capture()
 
+    async def capture(self) -> int:
+        """Publish the source's audio as frames; returns how many."""
+        settings, source = self.settings, self.source
+        framer = Framer(source.sample_rate, settings.frame_ms)
+        pace = settings.realtime and not source.realtime_source
+        started = time.time()
+        clock = time.monotonic()
+        seq = 0
+        # Frames are numbered from 0 in each capture run, and the run is their origin, so
+        # a restarted capture is not taken for a redelivery of the previous run's frames.
+        run_id = f"c{round(started * 1000)}"
 
-async def main(bus: BusSettings, stop: asyncio.Event) -> None:
-    """`marionette run capture`: capture until the input ends or stop is set."""
-    settings = load_settings(CaptureSettings)
-    work = asyncio.create_task(run_capture(bus, settings))
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait([work, stopped], return_when=asyncio.FIRST_COMPLETED)
-    for task in (work, stopped):
-        task.cancel()
-    await asyncio.gather(work, stopped, return_exceptions=True)
-    if work.done() and not work.cancelled() and work.exception():
-        raise work.exception()  # type: ignore[misc]
+        async def publish(frames: list[bytes], last: bool = False) -> None:
+            nonlocal seq
+            for number, pcm in enumerate(frames):
+                if pace:
+                    await asyncio.sleep(
+                        max(0.0, clock + seq * settings.frame_ms / 1000 - time.monotonic())
+                    )
+                await self.frames.publish(
+                    AudioFrame(
+                        session_id=settings.session_id, message_id=message_id(run_id, seq),
+                        seq=seq, pcm=pcm, captured_at=started + seq * settings.frame_ms / 1000,
+                        end_of_input=last and number == len(frames) - 1,
+                    )
+                )  # fmt: skip
+                seq += 1
+
+        async for block in source.blocks():
+            await publish(framer.push(block))
+        # The end: the rest, padded to a whole frame, marked as the last.
+        tail = framer.push(np.zeros((0, 1), dtype=np.float32), last=True)
+        await publish(tail or [bytes(settings.frame_ms * 32)], last=True)
+        log.info(
+            "capture: published %d frames (%.1f s) for session %s",
+            seq,
+            seq * settings.frame_ms / 1000,
+            settings.session_id,
+        )
+        return seq

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from services.errors import StageStartError
 
-class ModelMissing(RuntimeError):
+
+class ModelMissing(StageStartError, RuntimeError):
     """A model file is absent or damaged; the message names the packages to install."""
 
 

@@ -1,11 +1,17 @@
-"""Consume every topic, print a line per message (audio frames summed per second)."""
+"""monitor: every topic in, a line per message out (audio frames counted per second).
+
+What a line says about each kind of message is one table, FORMATS.
+"""
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 
 from contracts import (
+    ALL_TOPICS,
     AsrFinal,
     AsrPartial,
     AudioFrame,
@@ -18,72 +24,62 @@ from contracts import (
     SpeechEvent,
     TtsChunk,
 )
-from contracts import topics as t
-from services.bus import Stage
+from contracts.topics import Topic
+from services.bus import Stage, consumes
 
-stage = Stage("monitor")
 console = Console(highlight=False)
-_frames: dict[str, int] = defaultdict(int)
-_last_frame_report = time.monotonic()
 
 
-def show(topic: str, msg: Envelope, detail: str) -> None:
-    turn = msg.turn_id or "-"
-    console.print(f"[cyan]{topic:<12}[/] {msg.session_id}/{turn} #{msg.seq} {detail}")
+def _token(m: PolicyToken) -> str:
+    return f"final {m.status}: {m.reply_text!r}" if m.final else repr(m.text)
 
 
-@stage.consumer(t.AUDIO_FRAME)
-async def on_audio(frame: AudioFrame) -> None:
-    global _last_frame_report
-    _frames[frame.session_id] += 1
-    if time.monotonic() - _last_frame_report >= 1.0:
-        for session, count in sorted(_frames.items()):
-            console.print(f"[cyan]{'audio.frame':<12}[/] {session} {count} frames")
-        _frames.clear()
-        _last_frame_report = time.monotonic()
+FORMATS: dict[type[Envelope], Callable[[Any], str]] = {
+    SpeechEvent: lambda m: f"speech {m.state} at {m.at_s:.2f} s",
+    AsrPartial: lambda m: f"… {m.text}",
+    AsrFinal: lambda m: f"{m.text!r} ({m.language}, {m.confidence:.2f})",
+    ChatMessage: lambda m: f"{m.platform}:{m.author}: {m.text}",
+    PolicyToken: _token,
+    TtsChunk: lambda m: f"#{m.index} {m.duration_s:.2f} s {m.text!r}",
+    PlaybackProgress: lambda m: f"{m.state} chunk {m.chunk_index} at {m.played_s:.2f} s",
+    AvatarExpr: lambda m: f"{m.state} {m.expression} {len(m.mouth_open)} frames",
+    Control: lambda m: m.command.model_dump_json(),
+}
 
 
-@stage.consumer(t.ASR_SPEECH)
-async def on_speech(msg: SpeechEvent) -> None:
-    show("asr.speech", msg, f"speech {msg.state} at {msg.at_s:.2f} s")
+class MonitorStage(Stage):
+    name = "monitor"
+
+    def __init__(self, bus: Any) -> None:
+        super().__init__(bus)
+        self.frames: dict[str, int] = defaultdict(int)
+        self.last_frame_report = time.monotonic()
+
+    async def show(self, topic: Topic[Any], message: Envelope) -> None:
+        if isinstance(message, AudioFrame):
+            self._count_frame(message)
+            return
+        turn = message.turn_id or "-"
+        detail = FORMATS[type(message)](message)
+        console.print(
+            f"[cyan]{topic.name:<12}[/] {message.session_id}/{turn} #{message.seq} {detail}"
+        )
+
+    def _count_frame(self, frame: AudioFrame) -> None:
+        self.frames[frame.session_id] += 1
+        if time.monotonic() - self.last_frame_report >= 1.0:
+            for session, count in sorted(self.frames.items()):
+                console.print(f"[cyan]{'audio.frame':<12}[/] {session} {count} frames")
+            self.frames.clear()
+            self.last_frame_report = time.monotonic()
 
 
-@stage.consumer(t.ASR_PARTIAL)
-async def on_partial(msg: AsrPartial) -> None:
-    show("asr.partial", msg, f"… {msg.text}")
+def _handler(topic: Topic[Any]) -> Callable[[MonitorStage, Envelope], Any]:
+    async def on_message(self: MonitorStage, message: Envelope) -> None:
+        await self.show(topic, message)
+
+    return consumes(topic)(on_message)
 
 
-@stage.consumer(t.ASR_FINAL)
-async def on_final(msg: AsrFinal) -> None:
-    show("asr.final", msg, f"{msg.text!r} ({msg.language}, {msg.confidence:.2f})")
-
-
-@stage.consumer(t.CHAT_MESSAGE)
-async def on_chat(msg: ChatMessage) -> None:
-    show("chat", msg, f"{msg.platform}:{msg.author}: {msg.text}")
-
-
-@stage.consumer(t.POLICY_TOKEN)
-async def on_token(msg: PolicyToken) -> None:
-    detail = f"final {msg.status}: {msg.reply_text!r}" if msg.final else repr(msg.text)
-    show("policy.token", msg, detail)
-
-
-@stage.consumer(t.TTS_CHUNK)
-async def on_chunk(msg: TtsChunk) -> None:
-    show("tts.chunk", msg, f"#{msg.index} {msg.duration_s:.2f} s {msg.text!r}")
-
-
-@stage.consumer(t.PLAYBACK_PROGRESS)
-async def on_progress(msg: PlaybackProgress) -> None:
-    show("playback", msg, f"{msg.state} chunk {msg.chunk_index} at {msg.played_s:.2f} s")
-
-
-@stage.consumer(t.AVATAR_EXPR)
-async def on_expr(msg: AvatarExpr) -> None:
-    show("avatar.expr", msg, f"{msg.state} {msg.expression} {len(msg.mouth_open)} frames")
-
-
-@stage.consumer(t.CONTROL)
-async def on_control(msg: Control) -> None:
-    show("control", msg, msg.command.model_dump_json())
+for _topic in ALL_TOPICS:  # a handler per topic, all alike
+    setattr(MonitorStage, f"on_{_topic.name.replace('.', '_')}", _handler(_topic))

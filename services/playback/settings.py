@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.bus.settings import MarionetteSettings
+from services.settings import MarionetteSettings
 
 
 class PlaybackSettings(MarionetteSettings):
@@ -22,9 +22,6 @@ class PlaybackSettings(MarionetteSettings):
     )
     realtime: bool = Field(
         default=True, description="WAV output takes as long as the audio (progress is real)."
-    )
-    jitter_chunks: int = Field(
-        default=8, ge=1, le=256, description="Out-of-order chunks held before one is skipped."
     )
     block_ms: int = Field(
         default=20, ge=5, le=200, description="Audio handed to the output at a time: a pause "

@@ -21,6 +21,10 @@ class AudioSink(Protocol):
 
     def end_turn(self, session: str, turn: str) -> Path | None: ...
 
+    def resume_turn(self, session: str, turn: str, played_s: float) -> None:
+        """A turn begun by a replica that died: go on after its first played_s seconds."""
+        ...
+
 
 class WavSink:
     """One WAV per turn, at the turn's first sample rate; paced in real time if asked.
@@ -72,6 +76,22 @@ class WavSink:
         file.close()
         return path
 
+    def resume_turn(self, session: str, turn: str, played_s: float) -> None:
+        """Keep what the file holds of the first played_s seconds; write on from there (the
+        dead replica may have written a little past its last checkpoint)."""
+        path = self.directory / session / f"{turn}.wav"
+        if (session, turn) in self._open or not path.is_file():
+            return
+        try:
+            with wave.open(str(path), "rb") as old:
+                rate = old.getframerate()
+                kept = old.readframes(min(old.getnframes(), round(played_s * rate)))
+        except (wave.Error, EOFError):
+            return  # cut off mid-header: start the file afresh
+        writer, file, _, _ = self._file(session, turn, rate)
+        writer.writeframes(kept)
+        file.flush()
+
 
 class SpeakerSink:
     """An output stream per sample rate, kept open; writes return once buffered."""
@@ -96,6 +116,9 @@ class SpeakerSink:
 
     def end_turn(self, session: str, turn: str) -> Path | None:
         return None
+
+    def resume_turn(self, session: str, turn: str, played_s: float) -> None:
+        return None  # what was played was heard; the rest follows
 
 
 def open_sink(output: str, device: str | None, wav_dir: Path, realtime: bool) -> AudioSink:

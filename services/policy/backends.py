@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from services.errors import StageStartError
 from services.policy.gguf import resolve_gguf
 from services.policy.settings import PolicySettings
 
 Messages = list[dict[str, str]]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(StageStartError, RuntimeError):
     """The backend does not answer; the message names the setting to fix."""
 
 
@@ -39,7 +40,18 @@ class ChatBackend(Protocol):
         """Raise BackendUnavailable unless the backend answers."""
         ...
 
-    def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]: ...
+    def stream(
+        self, messages: Messages, options: Generation, prefix: str = ""
+    ) -> AsyncIterator[str]:
+        """The reply to `messages`, token by token. With a prefix: the rest of a reply that
+        began with it (a turn taken over after a crash goes on from what was said)."""
+        ...
+
+
+def with_prefix(messages: Messages, prefix: str) -> Messages:
+    """For servers without a raw prompt: the reply so far as a last assistant message,
+    which llama.cpp's server, vLLM and Ollama continue."""
+    return [*messages, {"role": "assistant", "content": prefix}] if prefix else messages
 
 
 async def complete(backend: ChatBackend, messages: Messages, options: Generation) -> str:
@@ -68,8 +80,10 @@ class LlamaCppBackend:
                 "MARIONETTE_POLICY_BACKEND=llamacpp needs llama-cpp-python: "
                 "pip install 'llama-cpp-python==0.3.36' (or pick another backend)"
             ) from None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
         path = resolve_gguf(self.settings.model)
-        self._llm = Llama(
+        llm = Llama(
             model_path=str(path),
             n_ctx=self.settings.context_size,
             n_threads=self.settings.threads,
@@ -77,8 +91,33 @@ class LlamaCppBackend:
             use_mmap=False,
             verbose=False,
         )
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendUnavailable(
+                f"{path} has no chat template (tokenizer.chat_template): use a chat model"
+            )
 
-    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+        def special(token: int) -> str:
+            return llm.detokenize([token], special=True).decode(errors="replace")
+
+        # The model's own template, as create_chat_completion uses it, rendered here so
+        # that a reply can be continued from a prefix.
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=special(llm.token_eos()),
+            bos_token=special(llm.token_bos()),
+        )  # fmt: skip
+        self._llm = llm
+
+    def _prompt(self, messages: Messages, prefix: str, max_tokens: int) -> tuple[list[int], int]:
+        rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
+        text = rendered.prompt + prefix
+        tokens: list[int] = self._llm.tokenize(text.encode(), add_bos=False, special=True)
+        said = len(self._llm.tokenize(prefix.encode(), add_bos=False)) if prefix else 0
+        return tokens, max(1, max_tokens - said)
+
+    async def stream(
+        self, messages: Messages, options: Generation, prefix: str = ""
+    ) -> AsyncIterator[str]:
         await self.check()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
@@ -87,17 +126,18 @@ class LlamaCppBackend:
         def generate() -> None:
             try:
                 with self._lock:
-                    chunks = self._llm.create_chat_completion(
-                        messages=messages,
+                    prompt, max_tokens = self._prompt(messages, prefix, options.max_tokens)
+                    chunks = self._llm.create_completion(
+                        prompt=prompt,
                         temperature=options.temperature,
-                        max_tokens=options.max_tokens,
+                        max_tokens=max_tokens,
                         seed=options.seed,
                         stream=True,
                     )
                     for chunk in chunks:
                         if stop.is_set():
                             break
-                        text = chunk["choices"][0]["delta"].get("content")
+                        text = chunk["choices"][0]["text"]
                         if text:
                             loop.call_soon_threadsafe(queue.put_nowait, text)
                 loop.call_soon_threadsafe(queue.put_nowait, None)
@@ -139,11 +179,13 @@ class OpenAICompatibleBackend:
                 "the setting (it usually ends in /v1)"
             ) from None
 
-    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: Messages, options: Generation, prefix: str = ""
+    ) -> AsyncIterator[str]:
         try:
             response = await self._client.chat.completions.create(
                 model=self.settings.model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=with_prefix(messages, prefix),  # type: ignore[arg-type]
                 temperature=options.temperature,
                 max_tokens=options.max_tokens,
                 seed=options.seed,
@@ -182,11 +224,13 @@ class OllamaBackend:
                 f"({type(exc).__name__}: {exc}); start it (`ollama serve`) or fix the setting"
             ) from None
 
-    async def stream(self, messages: Messages, options: Generation) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: Messages, options: Generation, prefix: str = ""
+    ) -> AsyncIterator[str]:
         try:
             parts = await self._client.chat(
                 model=self.settings.model,
-                messages=messages,
+                messages=with_prefix(messages, prefix),
                 stream=True,
                 options={
                     "temperature": options.temperature,

@@ -20,20 +20,20 @@ class Piece:
 class ExpressionFilter:
     def __init__(self, allowed: list[str]) -> None:
         self.allowed = set(allowed)
-        self._held = ""
-        self.tags: list[str] = []
+        self.held = ""  # text after an open bracket, not yet known to be a tag
+        self.tags: list[str] = []  # every tag found so far
 
     def feed(self, token: str) -> Piece:
         """Text safe to speak now, and the tags completed in this token."""
-        text = self._held + token
-        self._held = ""
+        text = self.held + token
+        self.held = ""
         start = text.rfind("[")
         if start != -1 and "]" not in text[start:] and len(text) - start <= _MAX_HELD:
-            text, self._held = text[:start], text[start:]
+            text, self.held = text[:start], text[start:]
         return self._strip(text)
 
     def flush(self) -> Piece:
-        text, self._held = self._held, ""
+        text, self.held = self.held, ""
         return self._strip(text)
 
     def _strip(self, text: str) -> Piece:

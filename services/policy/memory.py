@@ -7,7 +7,8 @@ older than the window is not restored.
 import time
 
 from pydantic import BaseModel, Field
-from redis.asyncio import Redis
+
+from services.bus.stage import KeyValue
 
 
 class Message(BaseModel):
@@ -32,6 +33,14 @@ class Memory(BaseModel):
         self.messages.append(Message(role=role, content=content, turn_id=turn_id))
         self.since_summary += 1
 
+    def remember(self, turn_id: str, said_to: str, reply: str) -> None:
+        """A turn: what the user said and the reply, once (a turn redone after a crash
+        is not remembered twice)."""
+        if any(m.turn_id == turn_id for m in self.messages):
+            return
+        self.add("user", said_to, turn_id)
+        self.add("assistant", reply, turn_id)
+
     def cut_short(self, turn_id: str, heard: str) -> bool:
         """Keep only what the user heard of the reply to `turn_id`; False if not found."""
         for message in reversed(self.messages):
@@ -45,7 +54,7 @@ class Memory(BaseModel):
 
 
 class MemoryStore:
-    def __init__(self, client: Redis, window_s: int) -> None:
+    def __init__(self, client: KeyValue, window_s: int) -> None:
         self.client = client
         self.window_s = window_s
 

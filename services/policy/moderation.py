@@ -12,11 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.errors import StageStartError
+
 BUNDLED_RULES = Path(__file__).parent / "rules"
 BLEEP = "beep"
 
 
-class RulesError(ValueError):
+class RulesError(StageStartError, ValueError):
     """A rule file is missing or holds an invalid pattern."""
 
 
@@ -69,17 +71,17 @@ class StreamSanitizer:
     def __init__(self, moderator: Moderator, family_friendly: bool) -> None:
         self._moderator = moderator
         self._family = family_friendly
-        self._held = ""
+        self.held = ""  # the start of a word that may continue in the next token
 
     def feed(self, text: str) -> str:
-        text = self._held + text
+        text = self.held + text
         cut = max(text.rfind(c) for c in " \n.,!?;:")
         if cut == -1:
-            self._held = text
+            self.held = text
             return ""
-        self._held = text[cut + 1 :]
+        self.held = text[cut + 1 :]
         return self._moderator.sanitize(text[: cut + 1], self._family)
 
     def flush(self) -> str:
-        text, self._held = self._held, ""
+        text, self.held = self.held, ""
         return self._moderator.sanitize(text, self._family)

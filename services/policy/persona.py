@@ -6,20 +6,23 @@ replica of the stage sees the same character and a turn keeps the persona it sta
 
 import json
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from redis.asyncio import Redis
 
 from contracts.control import PersonaChange
+from services.bus.stage import KeyValue
+from services.errors import StageStartError
 
 PERSONA_KEY = "marionette:policy:persona"
+APPLIED_KEY = "marionette:policy:persona:applied"
 BUNDLED_PERSONAS = Path(__file__).parent / "personas"
 Tag = Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
 
 
-class PersonaError(ValueError):
+class PersonaError(StageStartError, ValueError):
     """A persona file or edit is invalid; the message says what to fix."""
 
 
@@ -93,7 +96,7 @@ def load_persona_file(path: Path) -> Persona:
 
 
 class PersonaStore:
-    def __init__(self, client: Redis, default_file: Path, personas_dir: Path) -> None:
+    def __init__(self, client: KeyValue, default_file: Path, personas_dir: Path) -> None:
         self.client = client
         self.default_file = default_file
         self.personas_dir = personas_dir
@@ -105,8 +108,15 @@ class PersonaStore:
             return self.default
         return Persona.model_validate_json(raw)
 
-    async def apply(self, change: PersonaChange) -> Persona:
-        """Switch and/or edit, validated whole, then swapped in with one SET."""
+    async def apply(self, change: PersonaChange, made_at: datetime) -> Persona | None:
+        """Switch and/or edit, validated whole, then swapped in with one SET.
+
+        Every replica reads every control message, so each change arrives once per replica:
+        it is applied only if it is newer than the last one applied (None otherwise)."""
+        applied = await self.client.get(APPLIED_KEY)
+        stamp = made_at.timestamp()
+        if applied is not None and float(applied) >= stamp:
+            return None
         base = await self.current()
         if change.persona is not None:
             base = load_persona_file(self.personas_dir / f"{change.persona}.toml")
@@ -116,4 +126,5 @@ class PersonaStore:
         except ValidationError as exc:
             raise PersonaError(f"persona edit rejected: {exc}") from None
         await self.client.set(PERSONA_KEY, json.dumps(persona.model_dump(mode="json")))
+        await self.client.set(APPLIED_KEY, repr(stamp))
         return persona

@@ -6,9 +6,9 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.bus.settings import MarionetteSettings
 from services.policy.moderation import BUNDLED_RULES
 from services.policy.persona import BUNDLED_PERSONAS
+from services.settings import MarionetteSettings
 
 
 class PolicySettings(MarionetteSettings):

@@ -1,29 +1,32 @@
 """policy: asr.final and chat.message in; policy.token out, streamed per turn.
 
 A turn: moderate the input, build the prompt (persona, memory summary, recent messages),
-stream the LLM's reply token by token with the emotion tags pulled out and unsafe words
-replaced, end with a final token that carries the whole reply and its status, then
-remember what the character said.
+stream the LLM's reply token by token (services.policy.reply), end with a final token that
+carries the whole reply and its status, then remember what the character said. Turns of
+one session, from speech and chat alike, are answered one after another: the runtime gives
+a session's partitions of every topic to one replica.
+
+A reply survives a crash: its progress is checkpointed with each token, and the replica
+that takes the turn over goes on from the same text (the LLM continues it), so the words
+already out are not said again and the reply reads as one. Sampling is seeded from the
+turn, so a turn redone from its start says the same.
 
 The turn's span is FastStream's (handling asr.final or chat.message); inside it,
 `llm.generate` marks the first token. Tokens carry the trace onward without spans of
 their own. A memory summary between turns is its own trace, linked to the turn.
 
-An interrupt on `control` stops the turn's generation at the next token (status
-"interrupted"); when playback reports how far the reply got, memory keeps only what was
-heard, so the next prompt has the reply as the user knows it.
+An interrupt stops the turn's generation at the next token (status "interrupted"); when
+playback reports how far the reply got, memory keeps only what was heard.
 """
 
 import asyncio
 import logging
 import time
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from redis.asyncio import Redis
 
 from contracts import (
     AsrFinal,
@@ -33,12 +36,9 @@ from contracts import (
     PlaybackProgress,
     PolicyToken,
 )
-from contracts.limits import MAX_REPLY_CHARS, MAX_TOKEN_CHARS
 from contracts.policy import ReplyStatus
 from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, PLAYBACK_PROGRESS, POLICY_TOKEN
-from services.bus import BusSettings, Stage, StageRuntime
-from services.bus.service_slot import ServiceSlot
-from services.bus.settings import load_settings
+from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
 from services.bus.tracing import turn_attributes
 from services.policy.backends import (
     BackendFailed,
@@ -48,23 +48,22 @@ from services.policy.backends import (
     complete,
     make_backend,
 )
-from services.policy.expressions import ExpressionFilter
 from services.policy.memory import Memory, MemoryStore
-from services.policy.moderation import Moderator, StreamSanitizer
+from services.policy.moderation import Moderator
 from services.policy.persona import Persona, PersonaError, PersonaStore
+from services.policy.reply import ReplyProgress, ReplyStream
 from services.policy.settings import PolicySettings
+from services.settings import load_settings
 from services.telemetry.metrics import LLM_FIRST_TOKEN
 
 log = logging.getLogger("marionette.policy")
 tracer = trace.get_tracer("marionette.policy")
 
-stage = Stage("policy")
-tokens_out = stage.publisher(POLICY_TOKEN)
-
 SUMMARY_PROMPT = (
     "Summarize this conversation between a streamer and chat in at most three short "
     "sentences. Keep every name and fact the viewers told."
 )
+WARM_UP = Generation(temperature=0.0, max_tokens=1, seed=0)
 
 
 @dataclass(frozen=True)
@@ -78,68 +77,57 @@ class Turn:
         return self.text if self.author is None else f"{self.author} says: {self.text}"
 
 
-class ReplyStream:
-    """Publishes a reply's tokens in order; the final token closes the turn."""
+class PolicyStage(Stage):
+    name = "policy"
+    tokens = Publishes(POLICY_TOKEN)
+    replies = Checkpointed(ReplyProgress)
 
-    def __init__(self, turn: Turn, persona: Persona, moderator: Moderator) -> None:
-        self.turn = turn
-        self.tags = ExpressionFilter(persona.expressions)
-        self.sanitizer = StreamSanitizer(moderator, persona.family_friendly)
-        self.index = 0
-        self.spoken = ""
-        self._pending_tags: list[str] = []
-
-    async def add(self, token: str) -> None:
-        piece = self.tags.feed(token)
-        await self._publish(self.sanitizer.feed(piece.text), piece.tags)
-
-    async def _publish(self, text: str, tags: list[str]) -> None:
-        self._pending_tags += tags
-        if not text:
-            return
-        if not self.spoken:
-            text = text.lstrip()
-            if not text:
-                return
-        for start in range(0, len(text), MAX_TOKEN_CHARS):
-            chunk = text[start : start + MAX_TOKEN_CHARS]
-            await tokens_out.publish(
-                PolicyToken(
-                    session_id=self.turn.session_id, turn_id=self.turn.turn_id,
-                    seq=self.index, index=self.index, text=chunk,
-                    expressions=self._pending_tags[:16],
-                )
-            )  # fmt: skip
-            self._pending_tags = []
-            self.index += 1
-            self.spoken += chunk
-
-    async def finish(self, status: ReplyStatus) -> str:
-        piece = self.tags.flush()
-        await self._publish(self.sanitizer.feed(piece.text) + self.sanitizer.flush(), piece.tags)
-        reply = self.spoken.strip()[:MAX_REPLY_CHARS]
-        await tokens_out.publish(
-            PolicyToken(
-                session_id=self.turn.session_id, turn_id=self.turn.turn_id,
-                seq=self.index, index=self.index, text="", final=True,
-                reply_text=reply, status=status, expressions=self.tags.tags[:16],
-            )
-        )  # fmt: skip
-        return reply
-
-
-WARM_UP = Generation(temperature=0.0, max_tokens=1, seed=0)
-
-
-class PolicyService:
-    def __init__(self, settings: PolicySettings, backend: ChatBackend, client: Redis) -> None:
+    def __init__(self, settings: PolicySettings, backend: ChatBackend, bus: Bus) -> None:
+        super().__init__(bus)
         self.settings = settings
         self.backend = backend
-        self.personas = PersonaStore(client, settings.persona_file, settings.personas_dir)
-        self.memories = MemoryStore(client, settings.memory_window_s)
+        self.personas = PersonaStore(bus.store, settings.persona_file, settings.personas_dir)
+        self.memories = MemoryStore(bus.store, settings.memory_window_s)
         self.moderator = Moderator(settings.rules_dir)
-        self._session_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._session_locks = bus.memory(lambda session: asyncio.Lock())
         self._folds: dict[str, asyncio.Task[None]] = {}  # per session: a summary in progress
+
+    @classmethod
+    async def build(cls, bus: Bus) -> "PolicyStage":
+        """Check the backend answers (loading the embedded model) before taking turns."""
+        settings = load_settings(PolicySettings)
+        backend = make_backend(settings)
+        await backend.check()
+        return cls(settings, backend, bus)
+
+    # --- handlers -----------------------------------------------------------------------
+
+    @consumes(ASR_FINAL)
+    async def on_speech(self, final: AsrFinal) -> None:
+        await self.answer(Turn(final.session_id, final.turn_id or final.origin, final.text))
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, chat: ChatMessage) -> None:
+        turn_id = chat.turn_id or chat.origin
+        await self.answer(Turn(chat.session_id, turn_id, chat.text, chat.author))
+
+    @consumes(CONTROL)
+    async def on_control(self, message: Control) -> None:
+        if isinstance(message.command, PersonaChange):
+            try:
+                persona = await self.personas.apply(message.command, message.created_at)
+            except PersonaError as exc:
+                log.error("persona change refused: %s", exc)
+                return
+            if persona is not None:
+                log.info("persona is now %s (%s)", persona.name, persona.style)
+
+    @consumes(PLAYBACK_PROGRESS, drop_interrupted=False)
+    async def on_progress(self, progress: PlaybackProgress) -> None:
+        if progress.state == "flushed":
+            await self.remember_heard(progress)
+
+    # --- a turn ---------------------------------------------------------------------------
 
     def generation(self, turn: Turn) -> Generation:
         seed = self.settings.seed
@@ -149,8 +137,10 @@ class PolicyService:
 
     def prompt(self, persona: Persona, memory: Memory, turn: Turn | None) -> Messages:
         """The request for a turn; without one, the prefix the session's next turn shares."""
-        system = persona.system_prompt()
-        messages: Messages = [{"role": "system", "content": system}, *persona.few_shot()]
+        messages: Messages = [
+            {"role": "system", "content": persona.system_prompt()},
+            *persona.few_shot(),
+        ]
         if memory.summary:
             messages.append(
                 {"role": "system", "content": f"Earlier in this stream: {memory.summary}"}
@@ -166,25 +156,95 @@ class PolicyService:
         fold = self._folds.pop(turn.session_id, None)
         if fold is not None:
             fold.cancel()
-        # Turns of one session, from speech and chat alike, are answered one after another.
         async with self._session_locks[turn.session_id]:
+            progress = await self.replies.load(turn.session_id, turn.turn_id) or ReplyProgress()
             persona = await self.personas.current()  # the turn keeps this persona
             memory = await self.memories.load(turn.session_id)
-            reply = ReplyStream(turn, persona, self.moderator)
-            verdict = self.moderator.check_input(turn.text, persona.family_friendly)
-            if not verdict.allowed:
-                log.warning("%s/%s: %s", turn.session_id, turn.turn_id, verdict.reason)
-                await reply.add(persona.safe_reply)
-                said = await reply.finish("blocked")
+            if progress.status is None:
+                said = await self._reply(turn, persona, memory, progress)
             else:
-                status = await self._generate(reply, self.prompt(persona, memory, turn), turn)
-                said = await reply.finish(status)
-            memory.add("user", turn.as_user_message())
-            memory.add("assistant", said, turn.turn_id)
+                said = progress.reply  # said in full before a crash; only memory is left
+            memory.remember(turn.turn_id, turn.as_user_message(), said)
             await self.memories.save(turn.session_id, memory)
+            self.replies.forget(turn.session_id, turn.turn_id)
             if self._fold_due(memory):
                 self._fold_later(turn.session_id)
             return said
+
+    async def _reply(
+        self, turn: Turn, persona: Persona, memory: Memory, progress: ReplyProgress
+    ) -> str:
+        async def publish(token: PolicyToken, snapshot: ReplyProgress) -> None:
+            self.replies.save(turn.session_id, turn.turn_id, snapshot)
+            await self.tokens.publish(token)
+
+        reply = ReplyStream(
+            turn.session_id, turn.turn_id, persona, self.moderator, progress, publish
+        )
+        await reply.resume()
+        verdict = self.moderator.check_input(turn.text, persona.family_friendly)
+        if not verdict.allowed:
+            log.warning("%s/%s: %s", turn.session_id, turn.turn_id, verdict.reason)
+            if not progress.generated:
+                await reply.add(persona.safe_reply)
+            return await reply.finish("blocked")
+        if progress.generated:
+            log.info("%s/%s: going on with a reply begun before a crash (%d tokens out)",
+                     turn.session_id, turn.turn_id, progress.index)  # fmt: skip
+        status = await self._generate(reply, self.prompt(persona, memory, turn), turn)
+        return await reply.finish(status)
+
+    async def _generate(self, reply: ReplyStream, messages: Messages, turn: Turn) -> ReplyStatus:
+        with tracer.start_as_current_span(
+            "llm.generate",
+            attributes={
+                **turn_attributes(turn.session_id, turn.turn_id),
+                "marionette.backend": self.backend.name,
+            },
+        ) as span:
+            status = await self._stream_reply(reply, messages, turn, span)
+            span.set_attribute("marionette.status", status)
+            span.set_attribute("marionette.tokens", reply.index)
+            return status
+
+    async def _stream_reply(
+        self, reply: ReplyStream, messages: Messages, turn: Turn, span: trace.Span
+    ) -> ReplyStatus:
+        options = self.generation(turn)
+        for attempt in range(self.settings.retries + 1):
+            try:
+                asked = time.monotonic()
+                prefix = reply.progress.generated
+                async for token in self.backend.stream(messages, options, prefix):
+                    if asked:
+                        span.add_event("first_token")
+                        LLM_FIRST_TOKEN.labels(self.backend.name).observe(time.monotonic() - asked)
+                        asked = 0.0
+                    if self.bus.interrupted(turn.session_id, turn.turn_id):
+                        return "interrupted"  # leaving the loop stops the backend
+                    await reply.add(token)
+                return "ok"
+            except BackendFailed as exc:
+                if reply.index > 0 or attempt == self.settings.retries:
+                    # Tokens already went out (or no tries left): end the turn as failed.
+                    log.error("%s/%s: backend failed: %s", turn.session_id, turn.turn_id, exc)
+                    return "error"
+                delay_s = self.settings.retry_backoff_ms / 1000 * 2**attempt
+                log.warning("backend failed (%s); retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+        return "error"
+
+    async def remember_heard(self, progress: PlaybackProgress) -> None:
+        """An interrupted reply: memory keeps what was played of it, marked as cut off."""
+        session, turn = progress.session_id, progress.turn_id or ""
+        async with self._session_locks[session]:
+            memory = await self.memories.load(session)
+            if memory.cut_short(turn, progress.heard_text or ""):
+                await self.memories.save(session, memory)
+            else:
+                log.warning("%s/%s: interrupted, but that reply is not in memory", session, turn)
+
+    # --- memory summaries, between turns -------------------------------------------------
 
     async def settled(self) -> None:
         """Wait for the summaries in progress (tests; a clean stop)."""
@@ -227,45 +287,6 @@ class PolicyService:
         task.add_done_callback(done)
         self._folds[session_id] = task
 
-    async def _generate(self, reply: ReplyStream, messages: Messages, turn: Turn) -> ReplyStatus:
-        with tracer.start_as_current_span(
-            "llm.generate",
-            attributes={
-                **turn_attributes(turn.session_id, turn.turn_id),
-                "marionette.backend": self.backend.name,
-            },
-        ) as span:
-            status = await self._stream_reply(reply, messages, turn, span)
-            span.set_attribute("marionette.status", status)
-            span.set_attribute("marionette.tokens", reply.index)
-            return status
-
-    async def _stream_reply(
-        self, reply: ReplyStream, messages: Messages, turn: Turn, span: trace.Span
-    ) -> ReplyStatus:
-        options = self.generation(turn)
-        for attempt in range(self.settings.retries + 1):
-            try:
-                asked = time.monotonic()
-                async for token in self.backend.stream(messages, options):
-                    if asked:
-                        span.add_event("first_token")
-                        LLM_FIRST_TOKEN.labels(self.backend.name).observe(time.monotonic() - asked)
-                        asked = 0.0
-                    if stage.interrupted.covers_turn(turn.session_id, turn.turn_id):
-                        return "interrupted"  # leaving the loop stops the backend
-                    await reply.add(token)
-                return "ok"
-            except BackendFailed as exc:
-                if reply.index > 0 or attempt == self.settings.retries:
-                    # Tokens already went out (or no tries left): end the turn as failed.
-                    log.error("%s/%s: backend failed: %s", turn.session_id, turn.turn_id, exc)
-                    return "error"
-                delay_s = self.settings.retry_backoff_ms / 1000 * 2**attempt
-                log.warning("backend failed (%s); retrying in %.1f s", exc, delay_s)
-                await asyncio.sleep(delay_s)
-        return "error"
-
     async def _fold(self, memory: Memory) -> None:
         """Every N messages, fold all but the most recent into the running summary."""
         keep = self.settings.memory_messages // 2
@@ -281,68 +302,3 @@ class PolicyService:
         except BackendFailed as exc:
             log.warning("could not summarize memory (%s); keeping the old summary", exc)
         memory.since_summary = 0
-
-    async def remember_heard(self, progress: PlaybackProgress) -> None:
-        """An interrupted reply: memory keeps what was played of it, marked as cut off."""
-        session, turn = progress.session_id, progress.turn_id or ""
-        async with self._session_locks[session]:
-            memory = await self.memories.load(session)
-            if memory.cut_short(turn, progress.heard_text or ""):
-                await self.memories.save(session, memory)
-            else:
-                log.warning("%s/%s: interrupted, but that reply is not in memory", session, turn)
-
-    async def control(self, message: Control) -> None:
-        if isinstance(message.command, PersonaChange):
-            try:
-                persona = await self.personas.apply(message.command)
-            except PersonaError as exc:
-                log.error("persona change refused: %s", exc)
-                return
-            log.info("persona is now %s (%s)", persona.name, persona.style)
-
-
-async def start_service(bus: BusSettings, settings: PolicySettings | None = None) -> PolicyService:
-    """Check the backend answers and make the service the handlers use."""
-    settings = settings or load_settings(PolicySettings)
-    backend = make_backend(settings)
-    await backend.check()
-    started = PolicyService(settings, backend, Redis.from_url(bus.redis_url or ""))
-    service.put(started)
-    return started
-
-
-async def build_service() -> PolicyService:
-    return await start_service(load_settings(BusSettings))
-
-
-service = ServiceSlot(build_service)
-
-
-@stage.consumer(ASR_FINAL)
-async def on_speech(final: AsrFinal) -> None:
-    await (await service.get()).answer(Turn(final.session_id, final.turn_id or "t", final.text))
-
-
-@stage.consumer(CHAT_MESSAGE)
-async def on_chat(chat: ChatMessage) -> None:
-    turn = Turn(chat.session_id, chat.turn_id or f"c{chat.seq}", chat.text, chat.author)
-    await (await service.get()).answer(turn)
-
-
-@stage.consumer(CONTROL)
-async def on_control(message: Control) -> None:
-    stage.interrupted.note(message)  # the turn's generation sees it at its next token
-    await (await service.get()).control(message)
-
-
-@stage.consumer(PLAYBACK_PROGRESS)
-async def on_progress(progress: PlaybackProgress) -> None:
-    if progress.state == "flushed":
-        await (await service.get()).remember_heard(progress)
-
-
-async def main(bus: BusSettings, stop: asyncio.Event) -> None:
-    """`marionette run policy`: check the backend answers, then consume."""
-    await start_service(bus)
-    await StageRuntime(stage, bus).run(stop)

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from contracts.envelope import Envelope
 from contracts.topics import ALL_TOPICS, Topic, topic_named
-from services.bus.settings import BusSettings, load_settings
-from services.cli_common import bus_settings, console, existing_redis, fail, out
+from services.bus.settings import BusSettings
+from services.cli.common import bus_settings, console, existing_redis, fail, out
 from services.replay.diff import ReplayReport, Tolerance, TurnDiff, compare
 from services.replay.pacing import ReplayStalled
 from services.replay.recorder import Recorder, RecordingStats, StopAfter
@@ -28,6 +28,7 @@ from services.replay.recording import (
 )
 from services.replay.replayer import INPUT_TOPICS, replay_entries, replay_inputs
 from services.replay.turns import summarize_turns
+from services.settings import load_settings
 from services.telemetry.settings import TelemetrySettings
 from services.telemetry.setup import stage_telemetry
 

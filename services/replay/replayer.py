@@ -23,7 +23,7 @@ from contracts.audio import AudioFrame
 from contracts.envelope import Envelope
 from contracts.limits import MAX_ID_CHARS
 from contracts.topics import ALL_TOPICS, AUDIO_FRAME, CHAT_MESSAGE, PLAYBACK_PROGRESS, Topic
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import BusSettings, Producer
 from services.bus.partitions import stream_for
 from services.bus.wire import DATA_FIELD, MalformedMessage, split_envelope
 from services.replay.pacing import ConsumerWindow, Pacer
@@ -129,8 +129,8 @@ class InputPublisher:
 
     def __init__(self, bus: BusSettings, new_sessions: bool) -> None:
         self.bus = bus
-        self.stage = Stage("replay")
-        self.publishers = {topic.name: self.stage.publisher(topic) for topic in INPUT_TOPICS}
+        self.producer = Producer(bus, "replay", INPUT_TOPICS)
+        self.topics = {topic.name: topic for topic in INPUT_TOPICS}
         self.tag = uuid.uuid4().hex[:4] if new_sessions else ""
         self.sessions: dict[str, str] = {}
 
@@ -141,10 +141,10 @@ class InputPublisher:
 
     async def publish(self, record: Record, message: Envelope) -> str:
         """Publish the recorded input as made now; returns the stream it went to."""
-        topic = self.publishers[message_topic(record)].topic
+        topic = self.topics[message_topic(record)]
         session = self.session_for(message.session_id)
         fresh = restamped(message, session, time.time() - record.added_at)
-        await self.publishers[topic.name].publish(fresh)
+        await self.producer.publish(fresh)
         return stream_for(topic, session, self.bus.partitions)  # type: ignore[arg-type]
 
 
@@ -177,9 +177,9 @@ async def replay_inputs(
         await recorder.ready.wait()
         pacer = Pacer(speed)
         window = ConsumerWindow(client, bus.queue_size) if speed is None else None
-        async with StageRuntime(inputs.stage, bus):
+        async with inputs.producer:
             for record in recording.records():
-                if message_topic(record) not in inputs.publishers:
+                if message_topic(record) not in inputs.topics:
                     continue
                 message = decoded(record)
                 if message is None:

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.bus.settings import MarionetteSettings
+from services.settings import MarionetteSettings
 
 
 class TelemetrySettings(MarionetteSettings):

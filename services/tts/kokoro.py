@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from services.bus.settings import ConfigError
+from services.errors import ConfigError
 from services.models.files import ModelMissing, PartedModel, cache_dir, file_sha256, prepare
 from services.tts.settings import TtsSettings
 from services.tts.synthesizer import Speech

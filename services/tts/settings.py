@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.bus.settings import MarionetteSettings
+from services.settings import MarionetteSettings
 
 # Kokoro's graph was trained on this range; kokoro-onnx refuses anything outside it.
 KOKORO_SPEEDS = (0.5, 2.0)

@@ -15,6 +15,8 @@ little, a wrong one is heard.
 import re
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 # Full-width and typographic marks are spelled by name: several look like ASCII.
 _CJK_ENDS = frozenset("。\N{FULLWIDTH EXCLAMATION MARK}\N{FULLWIDTH QUESTION MARK}")
 # CJK scripts put no space after a sentence, so the ends above need none after them.
@@ -39,6 +41,14 @@ _ABBREVIATIONS = frozenset(
 _NUMBER_ABBREVIATIONS = frozenset({"no", "fig"})
 # Letters each followed by a period: "U.S", "e.g", "J.R.R" (the last period is the candidate).
 _DOTTED_LETTERS = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
+
+
+class SplitterState(BaseModel):
+    """A SentenceSplitter's progress through a reply (what tts checkpoints per turn)."""
+
+    buffer: str = ""
+    scanned: int = 0
+    units: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,13 @@ class SentenceSplitter:
         # token-by-token feed does not rescan the whole unit every time.
         self._scan = 0
         self._units = 0
+
+    def snapshot(self) -> "SplitterState":
+        """Where it is in the reply, to carry on from after a restart (restore)."""
+        return SplitterState(buffer=self._buf, scanned=self._scan, units=self._units)
+
+    def restore(self, state: "SplitterState") -> None:
+        self._buf, self._scan, self._units = state.buffer, state.scanned, state.units
 
     def feed(self, text: str) -> list[str]:
         """Adds the next piece of the reply; returns the units it completed."""

@@ -7,8 +7,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from services.bus import ConfigError, load_bus_settings
-from services.bus.settings import BusSettings
+from services.bus.settings import BusSettings, load_bus_settings
+from services.errors import ConfigError
 
 console = Console(stderr=True)
 out = Console()

@@ -1,0 +1,1 @@
+"""`marionette chaos`: a conversation under random kills and Redis restarts, and its verdict."""

@@ -1,0 +1,1 @@
+"""`marionette`: the command line (app.py puts the commands together)."""
