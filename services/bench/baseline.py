@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from services.bench.live import added_time
+from services.bus.wire import entry_time
 
 
 async def raw_hops(url: str, count: int = 200, interval_s: float = 0.005) -> list[float]:
@@ -24,7 +24,7 @@ async def raw_hops(url: str, count: int = 200, interval_s: float = 0.005) -> lis
                 reply = await reader.xreadgroup(group, "r", {stream: ">"}, count=10, block=1000)
                 now = time.time()
                 for _, entries in cast(list[tuple[bytes, list[tuple[bytes, Any]]]], reply or []):
-                    hops.extend(now - added_time(entry_id) for entry_id, _ in entries)
+                    hops.extend(now - entry_time(entry_id) for entry_id, _ in entries)
 
         reading = asyncio.create_task(read())
         await asyncio.sleep(0.05)

@@ -26,12 +26,13 @@ from contracts.topics import (
     TTS_CHUNK,
     Topic,
 )
+from contracts.turns import playback_ended
 from services.bench.timeline import Published, breakdown
 from services.bench.utterances import FRAME_BYTES, FRAME_S, Utterance
 from services.bus import BusSettings, Producer
 from services.bus.causes import cause_from_headers
 from services.bus.partitions import stream_for, streams_of
-from services.bus.wire import StreamEntry, decode_entry
+from services.bus.wire import StreamEntry, decode_entry, entry_time
 
 log = logging.getLogger("marionette.bench")
 
@@ -49,11 +50,6 @@ class TurnResult:
     turn_id: str = ""
     parts: dict[str, float] = field(default_factory=dict)
     error: str = ""
-
-
-def added_time(entry_id: bytes) -> float:
-    """When an entry was added: the milliseconds in its id."""
-    return int(entry_id.split(b"-", 1)[0]) / 1000
 
 
 class StreamWatcher:
@@ -75,7 +71,7 @@ class StreamWatcher:
             if decoded.envelope.session_id != self.session:
                 continue
             cause = cause_from_headers(decoded.headers)
-            found.append((decoded.envelope, Published(added_time(entry_id), cause)))
+            found.append((decoded.envelope, Published(entry_time(entry_id), cause)))
         return found
 
 
@@ -109,7 +105,7 @@ class Microphone:
                 session_id=self.session, message_id=message_id(self.run_id, self.seq),
                 seq=self.seq, pcm=pcm, captured_at=time.time(),
             )  # fmt: skip
-            self.added_at[self.seq] = added_time(await self.publisher.publish(frame))
+            self.added_at[self.seq] = entry_time(await self.publisher.publish(frame))
             self.seq += 1
 
 
@@ -139,7 +135,7 @@ async def _listen_to_the_end(progress: StreamWatcher, turn_id: str) -> None:
             if message.turn_id != turn_id:
                 continue
             playing = True
-            if getattr(message, "state", "") == "finished":
+            if playback_ended(message):
                 return
         if not playing:
             return  # no playback stage in this system

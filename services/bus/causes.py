@@ -12,6 +12,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from services.bus.wire import entry_time
+
 CAUSE_HEADER = "marionette-cause"
 READ_AT_HEADER = "marionette-read-at"
 
@@ -25,7 +27,7 @@ class Cause:
     @property
     def added_at(self) -> float:
         """When the entry was added to its stream: the milliseconds of its id."""
-        return int(self.entry_id.split("-", 1)[0]) / 1000
+        return entry_time(self.entry_id)
 
 
 current_cause: ContextVar[Cause | None] = ContextVar("marionette_cause", default=None)

@@ -58,7 +58,7 @@ from services.bus.recovery import REDIS_UNAVAILABLE, Backoff, raise_if_cancellin
 from services.bus.settings import BusSettings
 from services.bus.stage import KeyValue, Publishes, SessionMemory, Stage
 from services.bus.state import RedisState
-from services.bus.wire import MalformedMessage, StreamEntry, decode_entry
+from services.bus.wire import MalformedMessage, StreamEntry, decode_entry, entry_order
 from services.telemetry import metrics
 
 log = logging.getLogger("marionette.bus")
@@ -387,7 +387,7 @@ class StageRuntime(Generic[StageT]):
 
     async def _read_broadcast(self, reader: BroadcastReader, cursor_key: str) -> None:
         raw = await _quiet(self.client.get(cursor_key))
-        self._cursors[cursor_key] = _entry_order(raw) if raw else (0, 0)
+        self._cursors[cursor_key] = entry_order(raw) if raw else (0, 0)
         await reader.run()
 
     async def _on_broadcast(
@@ -420,7 +420,7 @@ class StageRuntime(Generic[StageT]):
                     await self._tell_interrupted(message.session_id, turn)
         if subscriber is None:
             return
-        if replayed and _entry_order(entry.entry_id) <= self._cursors.get(cursor_key, (0, 0)):
+        if replayed and entry_order(entry.entry_id) <= self._cursors.get(cursor_key, (0, 0)):
             return  # handled by this stage before this replica started
         for attempt in range(1, self.settings.max_deliveries + 1):
             try:
@@ -444,7 +444,7 @@ class StageRuntime(Generic[StageT]):
                     break
                 stats.retries += 1
                 await asyncio.sleep(self.settings.retry_backoff_ms / 1000 * 2 ** (attempt - 1))
-        self._cursors[cursor_key] = _entry_order(entry.entry_id)
+        self._cursors[cursor_key] = entry_order(entry.entry_id)
         await _quiet(self.client.set(cursor_key, entry.entry_id, ex=self.settings.dedup_ttl_s))
 
     async def _tell_interrupted(self, session_id: str, turn_id: str) -> None:
@@ -605,12 +605,6 @@ def _why(exc: BaseException) -> str:
 
 def _control_topic() -> Topic[Any]:
     return next(topic for topic in ALL_TOPICS if topic.name == "control")
-
-
-def _entry_order(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def _quiet(call: Awaitable[T]) -> T | None:

@@ -20,6 +20,19 @@ REDRIVEN_FIELD = b"marionette-redriven"
 """Marks an entry re-driven from dead letters: it skips the duplicate check once."""
 
 
+def entry_time(entry_id: bytes | str) -> float:
+    """When Redis added an entry (Unix s): the milliseconds at the front of its id."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0]) / 1000
+
+
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """An entry id as a sortable pair (ids compare as numbers, not as text)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class MalformedMessage(ValueError):
     """An entry that no retry can fix: it goes to dead letters with this reason."""
 

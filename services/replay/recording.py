@@ -29,7 +29,13 @@ from contracts.envelope import Envelope
 from contracts.limits import SCHEMA_VERSION
 from contracts.topics import Topic
 from services.bus.partitions import topic_of_stream
-from services.bus.wire import DATA_FIELD, MalformedMessage, split_envelope
+from services.bus.wire import (
+    DATA_FIELD,
+    MalformedMessage,
+    entry_order,
+    entry_time,
+    split_envelope,
+)
 
 FORMAT = "marionette-recording"
 FORMAT_VERSION = 1
@@ -97,12 +103,11 @@ class Record:
     @property
     def added_at(self) -> float:
         """When Redis added the entry (Unix s), from the milliseconds of its id."""
-        return int(self.entry_id.split("-", 1)[0]) / 1000
+        return entry_time(self.entry_id)
 
     @property
     def order(self) -> tuple[int, int]:
-        ms, _, seq = self.entry_id.partition("-")
-        return int(ms), int(seq or 0)
+        return entry_order(self.entry_id)
 
     @property
     def topic(self) -> Topic[Envelope] | None:

@@ -8,13 +8,14 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from contracts import turns as turn_rules
 from contracts.audio import AudioFrame
 from contracts.chat import ChatMessage
 from contracts.envelope import Envelope
 from contracts.policy import PolicyToken
 from contracts.speech import AsrFinal
 from contracts.topics import ASR_FINAL, CHAT_MESSAGE, PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK
-from contracts.tts import PlaybackProgress, TtsChunk
+from contracts.tts import TtsChunk
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry
 from services.replay.recording import Record
 
@@ -42,13 +43,9 @@ def decoded(record: Record) -> Envelope | None:
 
 def ends_turn(message: Envelope, milestone: str | None) -> bool:
     """Whether the message is the one that finishes its turn, given the milestone topic."""
-    if milestone == PLAYBACK_PROGRESS.name:
-        return isinstance(message, PlaybackProgress) and message.state != "playing"
-    if milestone == TTS_CHUNK.name:
-        return isinstance(message, TtsChunk) and message.final
-    if milestone == POLICY_TOKEN.name:
-        return isinstance(message, PolicyToken) and message.final
-    return isinstance(message, AsrFinal | ChatMessage)
+    if milestone is None:
+        return isinstance(message, AsrFinal | ChatMessage)
+    return turn_rules.ends_turn(message, milestone)
 
 
 def milestone_of(topic_names: Iterable[str]) -> str | None:
