@@ -33,14 +33,17 @@ import numpy as np
 from redis.asyncio import Redis
 
 from contracts import AsrFinal, AudioFrame
+from contracts.envelope import message_id
 from contracts.topics import ASR_FINAL, ASR_SPEECH, AUDIO_FRAME, M, Topic
 from services.asr.recognizer import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
-from services.bus import BusSettings, Stage, StageRuntime, TopicPublisher, load_bus_settings
+from services.bus import BusSettings, Producer, load_bus_settings
+from services.bus.ownership import lease_key
 from services.bus.partitions import partition_of, stream_for
 from services.bus.redis_server import EmbeddedRedis
-from services.bus.settings import load_settings
+from services.bus.stage import Publisher
 from services.bus.wire import StreamEntry, decode_entry
+from services.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 Popen = subprocess.Popen[bytes]
@@ -148,11 +151,14 @@ def measure_rtf(settings: AsrSettings, utterances: list[Utterance]) -> list[floa
 
 
 class AudioSender:
-    """Publishes 20 ms frames of one session in real time, keeping the input timeline."""
+    """Publishes 20 ms frames of one session in real time, keeping the input timeline.
 
-    def __init__(self, publisher: TopicPublisher[AudioFrame], session_id: str) -> None:
+    Its frames are one capture run (their origin), numbered from 0."""
+
+    def __init__(self, publisher: Publisher[AudioFrame], session_id: str) -> None:
         self.publisher = publisher
         self.session_id = session_id
+        self.run_id = f"bench{uuid.uuid4().hex[:8]}"
         self.seq = 0
 
     async def send(self, pcm: bytes) -> float:
@@ -166,8 +172,8 @@ class AudioSender:
             published = time.time()
             await self.publisher.publish(
                 AudioFrame(
-                    session_id=self.session_id, seq=self.seq, pcm=pcm[i : i + FRAME_BYTES],
-                    captured_at=published - FRAME_S,
+                    session_id=self.session_id, message_id=message_id(self.run_id, self.seq),
+                    seq=self.seq, pcm=pcm[i : i + FRAME_BYTES], captured_at=published - FRAME_S,
                 )
             )  # fmt: skip
             self.seq += 1
@@ -212,18 +218,18 @@ async def run_live(
     bus: BusSettings, stage: Popen, utterances: list[Utterance], warmup: Utterance
 ) -> LiveRun:
     session_id = f"bench-{uuid.uuid4().hex[:8]}"
-    lease = f"marionette:lease:asr:{AUDIO_FRAME.name}:{partition_of(session_id, bus.partitions)}"
-    producer = Stage("bench-capture")
-    sender = AudioSender(producer.publisher(AUDIO_FRAME), session_id)
+    # One lease per (stage, partition), covering every ordered topic asr consumes.
+    lease = lease_key("asr", partition_of(session_id, bus.partitions))
     silence = bytes(int(GAP_S * RATE) * 2)
-    async with StageRuntime(producer, bus) as runtime:
-        client = runtime.client
+    async with Producer(bus, "bench-capture", [AUDIO_FRAME]) as producer:
+        sender = AudioSender(producer, session_id)
+        client = producer.runtime.client
         deadline = time.monotonic() + 60
         while not await client.exists(lease):
             if stage.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the asr stage did not take its audio.frame partition")
             await sender.send(bytes(FRAME_BYTES * 5))  # 0.1 s of silence
-        # The first frame loads the model; a transcribed warm-up shows the stage is ready.
+        # asr loads its model before it takes partitions; a transcribed warm-up shows it warm.
         await sender.send_utterance(warmup)
         await sender.send(silence)
         skip = len(await wait_for_finals(client, bus, session_id, 1, 60, stage))

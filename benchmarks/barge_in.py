@@ -40,7 +40,7 @@ from rich.table import Table
 from contracts import Control, Interrupt, Pause, PlaybackProgress, TtsChunk
 from contracts.topics import AUDIO_FRAME, CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK
 from services.bench.scripted_mic import ScriptedMic
-from services.bus import BusSettings, Stage, StageRuntime, load_bus_settings
+from services.bus import BusSettings, Producer, load_bus_settings
 from services.bus.partitions import streams_of
 from services.bus.redis_server import EmbeddedRedis
 from services.bus.wire import StreamEntry, decode_entry
@@ -55,11 +55,8 @@ REPLY = (
     "Every morning she practised breathing fire at the clouds, and every morning she missed.",
 )
 RATE = 16_000
-
-stage = Stage("bench")
-frames_out = stage.publisher(AUDIO_FRAME)
-chunks_out = stage.publisher(TTS_CHUNK)
-control_out = stage.publisher(CONTROL)
+PUBLISHES = [AUDIO_FRAME, TTS_CHUNK, CONTROL]
+"""What this script publishes, as capture, tts and a control panel would."""
 
 
 def question() -> tuple[np.ndarray, float]:
@@ -109,12 +106,15 @@ class Progress:
         return found
 
 
-async def start_reply(turn: str, speech: list[TtsChunk]) -> None:
+async def start_reply(out: Producer, turn: str, speech: list[TtsChunk]) -> None:
     for chunk in speech:
-        await chunks_out.publish(chunk.model_copy(update={"turn_id": turn}))
+        # The turn is the chunks' origin: a new one per reply, or they are duplicates.
+        ids = {"turn_id": turn, "message_id": f"{turn}:{chunk.seq}"}
+        await out.publish(chunk.model_copy(update=ids))
 
 
 async def barge_in_trial(
+    out: Producer,
     n: int,
     speech: list[TtsChunk],
     mic: ScriptedMic,
@@ -122,7 +122,7 @@ async def barge_in_trial(
     spoken: tuple[np.ndarray, float],
 ) -> tuple[float, float]:
     turn = f"bench-t{n}"
-    await start_reply(turn, speech)
+    await start_reply(out, turn, speech)
     playing = await progress.wait(turn, "playing")
     await asyncio.sleep(
         max(0.0, playing.created_at.timestamp() + random.uniform(0.8, 2.0) - time.time())
@@ -137,19 +137,21 @@ async def barge_in_trial(
     return paused.created_at.timestamp() - onset, pause.created_at.timestamp() - onset
 
 
-async def baseline_trial(n: int, speech: list[TtsChunk], progress: Progress) -> float:
+async def baseline_trial(
+    out: Producer, n: int, speech: list[TtsChunk], progress: Progress
+) -> float:
     turn = f"bench-b{n}"
-    await start_reply(turn, speech)
+    await start_reply(out, turn, speech)
     playing = await progress.wait(turn, "playing")
     await asyncio.sleep(
         max(0.0, playing.created_at.timestamp() + random.uniform(0.8, 2.0) - time.time())
     )
     asked = time.time()
-    await control_out.publish(
+    await out.publish(
         Control(session_id=SESSION, turn_id=turn, seq=0, command=Pause(target_turn_id=turn))
     )
     paused = await progress.wait(turn, "paused")
-    await control_out.publish(
+    await out.publish(
         Control(session_id=SESSION, turn_id=turn, seq=1, command=Interrupt(target_turn_id=turn))
     )
     await progress.wait(turn, "flushed")
@@ -177,16 +179,17 @@ def reply_chunks() -> list[TtsChunk]:
 
 
 async def wait_ready(client: Redis, bus: BusSettings, process: "subprocess.Popen[bytes]") -> None:
+    """Until asr and playback read every partition of their ordered topics. (control has no
+    consumer group: every replica reads it from its start, and back control_history_s.)"""
     wanted = {
-        AUDIO_FRAME.name: "asr", PLAYBACK_PROGRESS.name: "asr",
-        TTS_CHUNK.name: "playback", CONTROL.name: "playback",
+        AUDIO_FRAME.name: "asr", PLAYBACK_PROGRESS.name: "asr", TTS_CHUNK.name: "playback",
     }  # fmt: skip
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("marionette up exited; see its log")
         ready = True
-        for topic in (AUDIO_FRAME, PLAYBACK_PROGRESS, TTS_CHUNK, CONTROL):
+        for topic in (AUDIO_FRAME, PLAYBACK_PROGRESS, TTS_CHUNK):
             for stream in streams_of(topic, bus.partitions):
                 try:
                     consumers = await client.xinfo_consumers(stream, wanted[topic.name])
@@ -256,21 +259,21 @@ async def measure(
         spoken = question()
         await wait_ready(client, bus, process)
         progress = Progress(client, bus)
-        mic = ScriptedMic(frames_out, SESSION)
         stop = asyncio.Event()
-        async with StageRuntime(stage, bus):
+        async with Producer(bus, "bench", PUBLISHES) as out:
+            mic = ScriptedMic(out, SESSION)
             listening = asyncio.create_task(mic.run(stop))
             barge, missed = [], 0
             for n in range(trials):
                 try:
-                    barge.append(await barge_in_trial(n, speech, mic, progress, spoken))
+                    barge.append(await barge_in_trial(out, n, speech, mic, progress, spoken))
                 except TimeoutError as exc:
                     missed += 1  # reported, not hidden: the reply played on
                     console.print(f"trial {n + 1}/{trials}: MISSED ({exc})")
                     await progress.wait(f"bench-t{n}", "finished")
                     continue
                 console.print(f"trial {n + 1}/{trials}: {barge[-1][0] * 1000:.0f} ms")
-            baseline = [await baseline_trial(n, speech, progress) for n in range(trials)]
+            baseline = [await baseline_trial(out, n, speech, progress) for n in range(trials)]
             stop.set()
             await listening
         report(console, barge, baseline)

@@ -3,7 +3,7 @@
     python -m benchmarks.bus_latency [--quick] [--messages N] [--rate R] [--burst N]
 
 For each payload (a 20 ms audio frame, a short chat line) and each path (raw XADD ->
-XREADGROUP + XACK; or "bus", TopicPublisher.publish -> Stage handler under StageRuntime;
+XREADGROUP + XACK; or "bus", Producer.publish -> a Stage's @consumes handler under StageRuntime;
 "recorded", the bus while `marionette record` reads every topic stream in a third process,
 started after the flush and ready before the first publish; and for chat also "traced":
 the bus with both processes tracing to the local span store, as the stages do; every chat
@@ -40,8 +40,9 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import AudioFrame, ChatMessage, Envelope, Topic
+from contracts.envelope import message_id
 from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE
-from services.bus import Stage, StageRuntime, load_bus_settings
+from services.bus import Bus, Producer, Stage, StageRuntime, consumes, load_bus_settings
 from services.bus.partitions import stream_for
 from services.bus.redis_server import EmbeddedRedis
 from services.replay.recording import SUFFIX, Recording
@@ -65,7 +66,11 @@ T = TypeVar("T")
 
 def make_message(payload: str, session: str, seq: int) -> Envelope:
     if payload == "audio":
-        return AudioFrame(session_id=session, seq=seq, pcm=PCM, captured_at=time.time())
+        # A frame belongs to no turn: its capture run (here the session) is its origin.
+        return AudioFrame(
+            session_id=session, message_id=message_id(session, seq), seq=seq, pcm=PCM,
+            captured_at=time.time(),
+        )  # fmt: skip
     return ChatMessage(
         session_id=session, turn_id="t1", seq=seq, platform="cli", author="viewer42",
         text=f"hello streamer, this is chat message number {seq}!",
@@ -73,6 +78,32 @@ def make_message(payload: str, session: str, seq: int) -> Envelope:
 
 
 # --- consumer (child process) -------------------------------------------------------------
+
+
+class BenchConsumer(Stage):
+    """The bus path's consumer: notes each message's seq on handler entry."""
+
+    name = GROUP
+
+    def __init__(self, bus: Bus, record: Callable[[int], None]) -> None:
+        super().__init__(bus)
+        self.record = record
+
+
+# One class per payload: FastStream decodes and validates by the topic's model.
+class AudioConsumer(BenchConsumer):
+    @consumes(AUDIO_FRAME)
+    async def on_frame(self, frame: AudioFrame) -> None:
+        self.record(frame.seq)
+
+
+class ChatConsumer(BenchConsumer):
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, message: ChatMessage) -> None:
+        self.record(message.seq)
+
+
+CONSUMERS: dict[str, type[BenchConsumer]] = {"audio": AudioConsumer, "chat": ChatConsumer}
 
 
 def tracing(path: str, role: str, stack: ExitStack) -> None:
@@ -119,18 +150,13 @@ async def consume(path: str, payload: str, url: str, total: int, queue: int) -> 
         await finished.wait()
     else:
         topic = TOPICS[payload]
-        stage = Stage(GROUP)
+        stage_cls = CONSUMERS[payload]
 
-        # Two handlers because FastStream decodes by the annotation: each validates its model.
-        async def on_audio(frame: AudioFrame) -> None:
-            record(frame.seq)
+        async def build(bus: Bus) -> BenchConsumer:
+            return stage_cls(bus, record)
 
-        async def on_chat(message: ChatMessage) -> None:
-            record(message.seq)
-
-        stage.consumer(topic)(on_audio if payload == "audio" else on_chat)
         settings = load_bus_settings(redis_url=url, queue_size=queue)
-        async with StageRuntime(stage, settings) as runtime:
+        async with StageRuntime(stage_cls, settings, build=build) as runtime:
             stats = runtime.stats(topic.name)
             # Entries dropped by the drop_oldest overflow count as done, or a run never ends.
             tasks.append(asyncio.create_task(watch(lambda: handled + stats.dropped)))
@@ -165,16 +191,15 @@ async def producer(path: str, payload: str, url: str, session: str) -> AsyncIter
         finally:
             await client.aclose()
         return
-    stage = Stage("bench-producer")
-    out = stage.publisher(TOPICS[payload])
+    settings = load_bus_settings(redis_url=url)
+    async with Producer(settings, "bench-producer", [TOPICS[payload]]) as out:
 
-    async def send_bus(seq: int) -> int:
-        message = make_message(payload, session, seq)
-        sent = time.time_ns()
-        await out.publish(message)
-        return sent
+        async def send_bus(seq: int) -> int:
+            message = make_message(payload, session, seq)
+            sent = time.time_ns()
+            await out.publish(message)
+            return sent
 
-    async with StageRuntime(stage, load_bus_settings(redis_url=url)):
         yield send_bus
 
 
@@ -392,8 +417,12 @@ def print_tables(
         )
     console.print(
         "raw: XADD of pre-serialized JSON, XREADGROUP COUNT 64, an XACK per entry, no decoding.\n"
-        "bus: a pydantic model per publish; per entry a FastStream decode and validation, a dedup "
-        "check, and MULTI (dedup mark + XACK).\n"
+        "bus: a pydantic model and a plain XADD per publish (the producer, a tool, owns no "
+        "partitions;\n  each publish from a consumer that owns partitions is a fenced Lua XADD). "
+        "Per entry: a\n  FastStream decode and validation, a fenced Lua 'begin' script (fence "
+        "check, duplicate check,\n  in-hand marker) before the handler and one fenced 'commit' "
+        "script (XACK, duplicate mark,\n  in-hand marker cleared, the stage's changed state) "
+        "after it.\n"
         "recorded: bus, while `marionette record` of every topic runs in a third process.\n"
         "msg/s: burst / (first publish -> last handler entry); publish msg/s: the producer alone.\n"
         "load: --rate / msg/s. Past ~60 % the latencies are mostly queueing and vary run to run.\n"

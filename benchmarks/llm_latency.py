@@ -84,7 +84,7 @@ class Cell:
 
 
 def prompt(persona: Persona, question: str, nonce: str | None = None) -> Messages:
-    """As PolicyService.prompt builds it for a chat turn with no memory yet."""
+    """As PolicyStage.prompt builds it for a chat turn with no memory yet."""
     system = persona.system_prompt()
     if nonce is not None:
         system = f"(stream {nonce})\n{system}"

@@ -4,11 +4,12 @@
 
 1. Real-time factor per backend (piper, kokoro): synthesis time / audio duration over
    sentences of a few lengths, after one warm-up.
-2. First audio: the real TtsService under a running StageRuntime (embedded Redis). A
-   simulated LLM streams each reply word by word at a fixed rate into a queue that one
-   task drains through TtsService.handle in order, as the stage's consumer would. Latency
-   is from putting the first token to the return of the first tts.chunk publish of that
-   turn. Measured with the early first fragment on (default) and effectively off.
+2. First audio: the real TtsStage under a StageRuntime in this process (embedded Redis).
+   A simulated LLM (a Producer) publishes each reply word by word as policy.token at a
+   fixed rate; the stage's consumer takes them off the bus in order. Latency is from
+   just before the first token's publish to the return of the first tts.chunk publish of
+   that turn (one bus hop, about a millisecond, more than a direct call). Measured with
+   the early first fragment on (default) and effectively off, one warm-up reply each.
 
 Every backend is measured in the same run, so the ratios against Piper compare like with
 like. Prints a table; asserts nothing.
@@ -18,15 +19,17 @@ import argparse
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from contracts import PolicyToken, TtsChunk
+from contracts import Envelope, PolicyToken, TtsChunk
 from contracts.limits import AUDIO_SAMPLE_WIDTH
-from services.bus import StageRuntime, load_bus_settings
+from contracts.topics import POLICY_TOKEN, TTS_CHUNK, Topic
+from services.bus import Bus, BusSettings, Producer, StageRuntime, load_bus_settings
 from services.bus.redis_server import EmbeddedRedis
-from services.bus.settings import load_settings
-from services.tts import stage as tts_stage
+from services.bus.stage import Publisher
+from services.settings import load_settings
 from services.tts.settings import TtsSettings
+from services.tts.stage import TtsStage
 from services.tts.synthesizer import SpeechSynthesizer, make_synthesizer
 
 SENTENCES = [
@@ -66,6 +69,8 @@ REPLIES = [
     "Want to talk about it?",
 ]
 
+M = TypeVar("M", bound=Envelope)
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -85,55 +90,91 @@ def real_time_factors(synthesizer: SpeechSynthesizer) -> list[float]:
     return factors
 
 
+class TimedBus:
+    """The runtime's bus as the tts stage sees it, noting when each tts.chunk publish
+    returned (perf_counter) per (turn, index), and which turns have spoken their last chunk."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self.published: dict[tuple[str | None, int], float] = {}
+        self.finished: dict[str | None, asyncio.Event] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    def publisher(self, topic: Topic[M]) -> Publisher[M]:
+        inner = self._bus.publisher(topic)
+        if topic.name != TTS_CHUNK.name:
+            return inner
+        bus = self
+
+        class Timed:
+            async def publish(self, message: M) -> bytes | None:
+                entry_id = await inner.publish(message)
+                assert isinstance(message, TtsChunk)
+                key = (message.turn_id, message.index)
+                bus.published.setdefault(key, time.perf_counter())
+                if message.final:
+                    bus.turn_done(message.turn_id).set()
+                return entry_id
+
+        return Timed()
+
+    def turn_done(self, turn_id: str | None) -> asyncio.Event:
+        return self.finished.setdefault(turn_id, asyncio.Event())
+
+
 async def stream_reply(
-    service: tts_stage.TtsService, reply: str, turn_id: str, rate: float
+    tokens: Producer, timed: TimedBus, reply: str, turn_id: str, rate: float
 ) -> float:
-    """Streams one reply through the service; returns when its first token was sent."""
-    queue: asyncio.Queue[PolicyToken | None] = asyncio.Queue()
-
-    async def consume() -> None:
-        while (token := await queue.get()) is not None:
-            await service.handle(token)
-
-    consumer = asyncio.create_task(consume())
+    """Streams one reply to the stage as policy.token messages, paced at `rate` tokens/s;
+    returns when its first token was published, once its last chunk is out."""
     words = reply.split(" ")
     sent = time.perf_counter()
     for index, word in enumerate(words):
         text = word if index == 0 else " " + word
-        await queue.put(PolicyToken(session_id="bench", turn_id=turn_id, seq=index,
-                                    index=index, text=text))  # fmt: skip
+        await tokens.publish(PolicyToken(session_id="bench", turn_id=turn_id, seq=index,
+                                         index=index, text=text))  # fmt: skip
         await asyncio.sleep(1 / rate)
     n = len(words)
     final = PolicyToken(session_id="bench", turn_id=turn_id, seq=n, index=n, text="",
                         final=True, reply_text=reply, status="ok")  # fmt: skip
-    await queue.put(final)
-    await queue.put(None)
-    await consumer
+    await tokens.publish(final)
+    await asyncio.wait_for(timed.turn_done(turn_id).wait(), 120)
     return sent
 
 
 async def first_audio(
-    synthesizer: SpeechSynthesizer, fragment_words: int, replies: int, rate: float
+    bus: BusSettings,
+    synthesizer: SpeechSynthesizer,
+    fragment_words: int,
+    replies: int,
+    rate: float,
 ) -> list[float]:
-    service = tts_stage.TtsService(TtsSettings(first_fragment_words=fragment_words), synthesizer)
-    published: dict[tuple[str | None, int], float] = {}
-    real_publish: Callable[..., object] = tts_stage.chunks_out.publish
+    """The tts stage under StageRuntime with this synthesizer, fed by a Producer of tokens:
+    first token published -> first tts.chunk publish returned, per reply (one warm-up
+    reply first, not counted)."""
+    settings = TtsSettings(first_fragment_words=fragment_words)
+    timed: TimedBus | None = None
 
-    async def recording_publish(message: TtsChunk, *, timeout_s: float = 30.0) -> bytes:
-        entry_id = await real_publish(message, timeout_s=timeout_s)  # type: ignore[misc]
-        published.setdefault((message.turn_id, message.index), time.perf_counter())
-        return entry_id  # type: ignore[no-any-return]
+    async def build(redis_bus: Bus) -> TtsStage:
+        nonlocal timed
+        timed = TimedBus(redis_bus)
+        return TtsStage(settings, synthesizer, cast(Bus, timed))
 
-    tts_stage.chunks_out.publish = recording_publish  # type: ignore[method-assign]
-    try:
+    async with (
+        StageRuntime(TtsStage, bus, build=build),
+        Producer(bus, "bench-policy", [POLICY_TOKEN]) as tokens,
+    ):
+        assert timed is not None
         latencies: list[float] = []
-        for number in range(replies):
+        for number in range(-1, replies):
             turn_id = f"t-{fragment_words}-{number}-{uuid.uuid4().hex[:8]}"
-            sent = await stream_reply(service, REPLIES[number % len(REPLIES)], turn_id, rate)
-            latencies.append(published[(turn_id, 0)] - sent)
+            reply = REPLIES[number % len(REPLIES)]
+            sent = await stream_reply(tokens, timed, reply, turn_id, rate)
+            if number >= 0:
+                latencies.append(timed.published[(turn_id, 0)] - sent)
         return latencies
-    finally:
-        del tts_stage.chunks_out.publish  # back to the class method
 
 
 Figures = dict[str, list[float]]  # column -> samples
@@ -143,15 +184,13 @@ async def measure_first_audio(
     synthesizers: dict[str, SpeechSynthesizer], replies: int, rate: float
 ) -> dict[str, Figures]:
     with EmbeddedRedis() as server:
-        settings = load_bus_settings(redis_url=server.url)
-        async with StageRuntime(tts_stage.stage, settings):
-            figures: dict[str, Figures] = {}
-            for name, synthesizer in synthesizers.items():
-                await first_audio(synthesizer, 4, 1, rate)  # warm-up, not counted
-                figures[name] = {
-                    "first chunk": await first_audio(synthesizer, 4, replies, rate),
-                    "fragment off": await first_audio(synthesizer, 50, replies, rate),
-                }
+        bus = load_bus_settings(redis_url=server.url)
+        figures: dict[str, Figures] = {}
+        for name, synthesizer in synthesizers.items():
+            figures[name] = {
+                "first chunk": await first_audio(bus, synthesizer, 4, replies, rate),
+                "fragment off": await first_audio(bus, synthesizer, 50, replies, rate),
+            }
     return figures
 
 

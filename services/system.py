@@ -40,16 +40,18 @@ def local_system(
     redis: EmbeddedRedis | None = None,
     on_ready: Callable[[Child], None] = lambda child: None,
     poll_s: float = 0.05,
+    env_defaults: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[BusSettings, Supervisor]]:
     """Redis (the one given, else a temporary embedded one) and the stages, stage -> replica
-    count, supervised until the block ends. Yields the settings that reach that Redis."""
+    count, supervised until the block ends. Yields the settings that reach that Redis.
+    env_defaults: variables for the stages, unless this process's environment sets them."""
     server = redis or EmbeddedRedis(binary=bus.redis_server)
     own_server = redis is None
     if own_server:
         server.start()
     commands, child_env = stage_children(stages)
     supervisor = Supervisor(
-        commands, {**os.environ, "REDIS_URL": server.url}, write,
+        commands, {**(env_defaults or {}), **os.environ, "REDIS_URL": server.url}, write,
         child_env=child_env, on_ready=on_ready,
     )  # fmt: skip
     supervisor.start()

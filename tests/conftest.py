@@ -52,10 +52,9 @@ def redis_url(redis_server_url: str) -> str:
 
 @pytest.fixture
 def bus_settings(redis_url: str) -> BusSettings:
-    """Fast settings for tests: short idle and lease times, few partitions."""
-    return load_bus_settings(
-        redis_url=redis_url, claim_idle_ms=400, lease_ms=900, partitions=4, retry_backoff_ms=20
-    )
+    """Fast settings for tests: short leases (a dead owner's partitions move within a
+    second), few partitions, short retry delays."""
+    return load_bus_settings(redis_url=redis_url, lease_ms=900, partitions=4, retry_backoff_ms=20)
 
 
 @pytest.fixture

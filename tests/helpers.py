@@ -15,7 +15,13 @@ from services.bus.partitions import streams_of
 from services.bus.wire import StreamEntry, decode_entry
 from services.replay.diff import word_error_rate
 
-__all__ = ["read_topic", "viewer_chat", "wait_until", "word_error_rate"]
+__all__ = [
+    "partition_owners",
+    "read_topic",
+    "viewer_chat",
+    "wait_until",
+    "word_error_rate",
+]
 
 
 async def read_topic(client: Redis, topic: Topic[Any], partitions: int) -> list[Envelope]:
@@ -49,3 +55,15 @@ def viewer_chat(session: str, seq: int) -> ChatMessage:
         session_id=session, turn_id="t1", seq=seq,
         platform="twitch", author=session, text=f"message {seq}",
     )  # fmt: skip
+
+
+async def partition_owners(client: Redis, group: str) -> dict[int, str]:
+    """Which replica holds each partition of a stage's group now, read from the lease keys
+    (`marionette:lease:{group}:{partition}` holding "<replica>#<epoch>.<nonce>")."""
+    owners: dict[int, str] = {}
+    prefix = f"marionette:lease:{group}:"
+    async for key in client.scan_iter(f"{prefix}*"):
+        value = await client.get(key)
+        if value is not None:
+            owners[int(key.decode().removeprefix(prefix))] = value.decode().partition("#")[0]
+    return owners

@@ -33,6 +33,7 @@ INTERRUPTED_SEQ = 1_000_000
 class TurnMouth(BaseModel):
     next_index: int = 0  # the next chunk to move the mouth for
     offset_s: float = 0.0  # where that chunk starts in the turn's audio
+    moved: bool = False  # that chunk (the last) has its mouth track out: only idle is left
 
 
 class Face(BaseModel):
@@ -70,12 +71,14 @@ class AvatarStage(Stage):
             face = Face(expression=chunk.expressions[0])
             self.faces.save(session, "", face)
         offset = mouth.offset_s
-        mouth = TurnMouth(next_index=chunk.index + 1, offset_s=offset + chunk.duration_s)
-        if chunk.final:
-            self.mouths.forget(session, turn)
-        else:
-            self.mouths.save(session, turn, mouth)
-        if chunk.pcm:
+        end = offset + chunk.duration_s
+        # The turn's place goes with what is published for the chunk, so a replica that
+        # takes over after a crash neither moves the mouth twice nor loses where it was.
+        done = TurnMouth(next_index=chunk.index + 1, offset_s=end)
+        if chunk.pcm and not mouth.moved:
+            if chunk.final:  # its idle is still to come
+                done = TurnMouth(next_index=chunk.index, offset_s=offset, moved=True)
+            self.mouths.save(session, turn, done)
             track = mouth_track(
                 chunk.pcm, chunk.sample_rate, chunk.alignments, fps=self.settings.fps,
                 silence_db=self.settings.silence_db, smoothing=self.settings.smoothing,
@@ -87,13 +90,16 @@ class AvatarStage(Stage):
                     offset_s=offset, state="speaking",
                 )
             )  # fmt: skip
+        elif not chunk.final:
+            self.mouths.save(session, turn, done)
         if chunk.final:
             # The reply is over: mouth shut, back to idle.
+            self.mouths.forget(session, turn)
             await self.expressions.publish(
                 AvatarExpr(
                     session_id=session, turn_id=turn, seq=chunk.index * 2 + 1,
                     expression=face.expression, fps=self.settings.fps,
-                    offset_s=mouth.offset_s, state="idle",
+                    offset_s=end, state="idle",
                 )
             )  # fmt: skip
 

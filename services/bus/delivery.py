@@ -225,11 +225,9 @@ class EntryProcessor:
 
         dedup_key, mark_field = self.dedup_key(envelope)
         crashes = await begin_entry(
-            self.client, fence, dedup_key=dedup_key,
-            mark_field=None if entry.redriven else mark_field,
-            seq=-1 if entry.redriven else envelope.seq,
-            in_hand_key=keys.in_hand, crashes_key=keys.crashes, entry_id=entry.entry_id,
-            ttl_s=self.settings.dedup_ttl_s,
+            self.client, fence, dedup_key=dedup_key, mark_field=mark_field, seq=envelope.seq,
+            check_duplicate=not entry.redriven, in_hand_key=keys.in_hand,
+            crashes_key=keys.crashes, entry_id=entry.entry_id, ttl_s=self.settings.dedup_ttl_s,
         )  # fmt: skip
         if crashes is None:
             await self._write(fence, Writes().xack(entry.stream, self.group, entry.entry_id))

@@ -39,8 +39,12 @@ while a <= #ARGV do
   local key, args = KEYS[k], {}
   for i = 1, nargs do args[i] = ARGV[a + 2 + i] end
   if op == 'XADD' then
-    -- args: maxlen, then field, value, field, value...
-    result = redis.call('XADD', key, 'MAXLEN', '~', args[1], '*', unpack(args, 2))
+    -- args: maxlen (0: no trimming), then field, value, field, value...
+    if args[1] == '0' then
+      result = redis.call('XADD', key, '*', unpack(args, 2))
+    else
+      result = redis.call('XADD', key, 'MAXLEN', '~', args[1], '*', unpack(args, 2))
+    end
   elseif op == 'XACK' then
     -- args: group, ids...
     redis.call('XACK', key, unpack(args))
@@ -70,8 +74,8 @@ return result
 # Before an entry is handled: is it a duplicate, and how often has it been in hand when its
 # consumer died? The in-hand marker is "<entry id> <token>": found with another token, the
 # entry was being handled by a consumer that is gone. KEYS: lease, dedup key, in-hand
-# marker, crash counts. ARGV: token, dedup kind ("mark" or "seen"), mark field, seq,
-# entry id, ttl.
+# marker, crash counts. ARGV: token, dedup kind ("mark", "seen", or "none" for an entry
+# re-driven from dead letters), mark field, seq, entry id, ttl.
 _BEGIN = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('MARIONETTE_FENCED')
@@ -79,7 +83,7 @@ end
 if ARGV[2] == 'mark' then
   local mark = redis.call('HGET', KEYS[2], ARGV[3])
   if mark and tonumber(mark) >= tonumber(ARGV[4]) then return -1 end
-elseif redis.call('EXISTS', KEYS[2]) == 1 then
+elseif ARGV[2] == 'seen' and redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
 local marker = ARGV[5] .. ' ' .. ARGV[1]
@@ -108,9 +112,9 @@ class Writes:
         self.args += [name, len(keys), len(args), *args]
         return self
 
-    def xadd(self, stream: str, maxlen: int, fields: Mapping[bytes, Any]) -> "Writes":
+    def xadd(self, stream: str, maxlen: int | None, fields: Mapping[bytes, Any]) -> "Writes":
         flat = [part for pair in fields.items() for part in pair]
-        return self._op("XADD", [stream], maxlen, *flat)
+        return self._op("XADD", [stream], maxlen or 0, *flat)
 
     def xack(self, stream: str, group: str, *entry_ids: bytes) -> "Writes":
         return self._op("XACK", [stream], group, *entry_ids) if entry_ids else self
@@ -184,6 +188,7 @@ async def begin_entry(
     dedup_key: str,
     mark_field: str | None,
     seq: int,
+    check_duplicate: bool = True,
     in_hand_key: str,
     crashes_key: str,
     entry_id: bytes,
@@ -192,8 +197,8 @@ async def begin_entry(
     """Mark the entry as in hand. None: it is a duplicate; else how often its consumer died
     while handling it before."""
     keys = [fence.lease_key, dedup_key, in_hand_key, crashes_key]
-    args = [fence.token, "mark" if mark_field is not None else "seen", mark_field or "", seq,
-            entry_id, ttl_s]  # fmt: skip
+    kind = "none" if not check_duplicate else "mark" if mark_field is not None else "seen"
+    args: list[str | int | bytes] = [fence.token, kind, mark_field or "", seq, entry_id, ttl_s]
     try:
         crashes = int(await client.eval(_BEGIN, len(keys), *keys, *args))
     except ResponseError as exc:

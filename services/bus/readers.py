@@ -142,8 +142,8 @@ class PartitionedReader:
         try:
             await resilient(self.name, self._fetch, self.ensure_groups)
         finally:
-            for number in list(self.parts):
-                self.stop(number)
+            workers = [w for number in list(self.parts) if (w := self.stop(number)) is not None]
+            await asyncio.gather(*workers, return_exceptions=True)
 
     def start(self, number: int, fence: Fence) -> None:
         self.stop(number)
@@ -222,14 +222,20 @@ class PartitionedReader:
             await self._enqueue(ready[entry.stream], entry)
 
     async def _enqueue(self, part: _Partition, entry: StreamEntry) -> None:
-        if self.parts.get(part.number) is not part or part.draining:
-            return  # released meanwhile: the entry stays pending for the next owner
-        if self.overflow == "drop_oldest" and part.queue.full():
-            oldest = part.queue.get_nowait()
-            if oldest is not None:
-                with contextlib.suppress(Fenced):
-                    await self.processor.drop(oldest, part.fence)
-        await part.queue.put(entry)
+        """Queue the entry for its partition's worker; a full queue waits (back-pressure) or,
+        for audio, loses its oldest entry. An entry for a partition being let go is left
+        pending in Redis for the next owner."""
+        while self.parts.get(part.number) is part and not part.draining:
+            if part.worker is None or part.worker.done():
+                return
+            if self.overflow == "drop_oldest" and part.queue.full():
+                oldest = part.queue.get_nowait()
+                if oldest is not None:
+                    with contextlib.suppress(Fenced):
+                        await self.processor.drop(oldest, part.fence)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(part.queue.put(entry), 0.2)
+                return
 
 
 class BroadcastReader:

@@ -44,7 +44,7 @@ class BusSettings(MarionetteSettings):
         "another replica takes the partition over.",
     )
     max_deliveries: int = Field(
-        default=3,
+        default=5,
         ge=1,
         le=100,
         description="Attempts at a message (handler errors, timeouts, and crashes while it "

@@ -1,8 +1,15 @@
-"""A stage process for the crash tests: echoes each input as a policy.token.
+"""A stage process for the crash tests: EchoStage echoes each input as a policy.token.
 
-It records "<replica> <session> <seq>" in the Redis list `echo:started` before handling, so
-a test knows when a message is in flight; --delay-s makes handling slow, and --crash-on SEQ
-kills the process (SIGKILL) right after publishing that seq's output, before the ack.
+Its reply carries the input's session, turn and seq, and the replica's id as its text. It
+records "<replica> <session> <seq>" in the Redis list `echo:started` before handling, so a
+test knows when a message is in hand. Options:
+  --delay-s S         handling takes S seconds (before the reply is published);
+  --crash-after SEQ   SIGKILL right after publishing that seq's reply, before the ack;
+  --crash-before SEQ  SIGKILL as soon as that seq is in hand, before anything is published
+                      (a message that kills its consumer every time: poison).
+
+Every replica reads every control message (broadcast); only the owner of the session's
+partition may publish for it, so the others record the message and publish nothing.
 """
 
 import argparse
@@ -15,53 +22,80 @@ from redis.asyncio import Redis
 
 from contracts import ChatMessage, Control, Envelope, PolicyToken
 from contracts.topics import CHAT_MESSAGE, CONTROL, POLICY_TOKEN
-from services.bus import Stage, StageRuntime, load_bus_settings
+from services.bus import Bus, Publishes, Stage, StageRuntime, consumes, load_bus_settings
 
 STARTED_LIST = "echo:started"
 
 
-def build_stage(replica: str, delay_s: float, crash_on: int | None, client: Redis) -> Stage:
-    stage = Stage("echo")
-    replies = stage.publisher(POLICY_TOKEN)
+class EchoStage(Stage):
+    name = "echo"
+    replies = Publishes(POLICY_TOKEN)
 
-    async def echo(msg: Envelope) -> None:
-        await client.rpush(STARTED_LIST, f"{replica} {msg.session_id} {msg.seq}")
-        await asyncio.sleep(delay_s)
-        await replies.publish(
+    def __init__(
+        self,
+        bus: Bus,
+        client: Redis,
+        *,
+        delay_s: float = 0.0,
+        crash_after: int | None = None,
+        crash_before: int | None = None,
+    ) -> None:
+        super().__init__(bus)
+        self.client = client
+        self.delay_s = delay_s
+        self.crash_after = crash_after
+        self.crash_before = crash_before
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, message: ChatMessage) -> None:
+        await self.echo(message)
+
+    @consumes(CONTROL)
+    async def on_control(self, message: Control) -> None:
+        await self.echo(message)
+
+    async def echo(self, message: Envelope) -> None:
+        replica = self.bus.replica_id
+        await self.client.rpush(STARTED_LIST, f"{replica} {message.session_id} {message.seq}")
+        if self.crash_before == message.seq:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await asyncio.sleep(self.delay_s)
+        await self.replies.publish(
             PolicyToken(
-                session_id=msg.session_id, turn_id=msg.turn_id or "t", seq=msg.seq,
-                text=replica, index=msg.seq,
+                session_id=message.session_id, turn_id=message.turn_id or "t", seq=message.seq,
+                text=replica, index=message.seq,
             )
         )  # fmt: skip
-        if crash_on == msg.seq:
+        if self.crash_after == message.seq:
             os.kill(os.getpid(), signal.SIGKILL)
-
-    @stage.consumer(CHAT_MESSAGE)
-    async def on_chat(msg: ChatMessage) -> None:
-        await echo(msg)
-
-    @stage.consumer(CONTROL)
-    async def on_control(msg: Control) -> None:
-        await echo(msg)
-
-    return stage
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replica", required=True)
     parser.add_argument("--delay-s", type=float, default=0.0)
-    parser.add_argument("--crash-on", type=int, default=None)
+    parser.add_argument("--crash-after", type=int, default=None)
+    parser.add_argument("--crash-before", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("faststream").setLevel(logging.WARNING)
     settings = load_bus_settings()
     client: Redis = Redis.from_url(settings.redis_url or "")
-    stage = build_stage(args.replica, args.delay_s, args.crash_on, client)
+
+    async def build(bus: Bus) -> EchoStage:
+        return EchoStage(
+            bus, client, delay_s=args.delay_s,
+            crash_after=args.crash_after, crash_before=args.crash_before,
+        )  # fmt: skip
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await StageRuntime(stage, settings, replica_id=args.replica).run(stop)
+    runtime = StageRuntime(EchoStage, settings, replica_id=args.replica, build=build)
+    try:
+        await runtime.run(stop)
+    finally:
+        await client.aclose()
 
 
 if __name__ == "__main__":

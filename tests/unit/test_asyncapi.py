@@ -13,15 +13,15 @@ import services.bus.asyncapi as asyncapi_module
 from contracts import SCHEMA_VERSION
 from contracts.topics import ALL_TOPICS
 from services.bus.asyncapi import DOCUMENT_PATH, build_document
-from services.cli import app
-from services.registry import STAGES, load_stage
+from services.cli.app import app
+from services.registry import STAGES, stage_class
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def document_text() -> str:
-    return build_document([load_stage(name) for name in sorted(STAGES)])
+    return build_document([stage_class(name) for name in sorted(STAGES)])
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_writing_the_document_makes_the_check_pass(document_at: Path, document_t
 
 
 def test_build_document_is_deterministic(document_text: str) -> None:
-    assert build_document([load_stage(name) for name in sorted(STAGES)]) == document_text
+    assert build_document([stage_class(name) for name in sorted(STAGES)]) == document_text
     assert document_text.endswith("}\n")
 
 

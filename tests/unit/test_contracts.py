@@ -261,7 +261,36 @@ def test_unknown_schema_version_is_rejected_with_the_version(version: Any) -> No
     with pytest.raises(ValidationError) as exc_info:
         AsrPartial.model_validate_json(json.dumps(body))
     assert f"unknown schema version {version!r}" in error_text(exc_info)
-    assert f"reads version {SCHEMA_VERSION}" in error_text(exc_info)
+    assert f"reads versions {limits.PREVIOUS_SCHEMA_VERSION} and {SCHEMA_VERSION}" in error_text(
+        exc_info
+    )
+
+
+def test_the_schema_is_version_3() -> None:
+    assert SCHEMA_VERSION == 3
+    assert limits.PREVIOUS_SCHEMA_VERSION == 2
+
+
+@pytest.mark.parametrize("topic", ALL_TOPICS, ids=lambda t: t.name)
+def test_a_version_2_body_is_read_as_version_3(topic: Any) -> None:
+    """Version 2 had no message_id: readers upgrade it in memory, so stages move one at a
+    time."""
+    body = json.loads(SAMPLES[topic.name].model_dump_json())
+    body["schema_version"] = 2
+    del body["message_id"]
+    message = topic.model.model_validate_json(json.dumps(body))
+    assert message.schema_version == SCHEMA_VERSION
+    assert message.message_id == f"{message.turn_id or '-'}:{message.seq}"
+
+
+def test_a_version_2_audio_frame_carries_its_capture_run_as_origin() -> None:
+    body = json.loads(SAMPLES["audio.frame"].model_dump_json())
+    body.update(schema_version=2, turn_id="run-7")
+    del body["message_id"]
+    frame = AudioFrame.model_validate(body)
+    assert frame.turn_id is None, "frames belong to no turn"
+    assert frame.message_id == "run-7:3"
+    assert frame.origin == "run-7"
 
 
 @pytest.mark.parametrize(
@@ -303,12 +332,43 @@ def test_messages_are_immutable() -> None:
         SAMPLES["chat.message"].seq = 4  # type: ignore[misc]
 
 
-def test_dedup_key_ignores_content_and_time() -> None:
+def test_message_id_ignores_content_and_time() -> None:
     first = AsrPartial(session_id="s", turn_id="t", seq=1, text="a", speech_start_s=0)
     again = AsrPartial(
         session_id="s", turn_id="t", seq=1, text="b", speech_start_s=1, created_at=CREATED
     )
-    assert first.dedup_key == again.dedup_key
+    assert first.message_id == again.message_id == "t:1"
+    assert first.origin == again.origin == "t"
+
+
+def test_message_id_defaults_to_turn_and_seq_and_without_a_turn_to_a_dash() -> None:
+    assert (
+        AsrPartial(session_id="s", turn_id="t7", seq=4, text="x", speech_start_s=0).message_id
+        == "t7:4"
+    )
+    no_turn = AsrPartial(session_id="s", seq=4, text="x", speech_start_s=0)
+    assert (no_turn.message_id, no_turn.origin) == ("-:4", "-")
+
+
+def test_an_explicit_message_id_names_the_origin() -> None:
+    frame = AudioFrame(session_id="s", message_id="run-1:12", seq=12, pcm=PCM_640, captured_at=1.0)
+    assert (frame.turn_id, frame.origin) == (None, "run-1")
+    blink = AvatarExpr(session_id="s", message_id="blink-r1-99:0", seq=0, state="blink")
+    assert blink.origin == "blink-r1-99"
+
+
+@pytest.mark.parametrize("message_id", ["run-1:13", "run-1", "run-1:12:x", "run 1:12", "::"])
+def test_a_message_id_must_end_with_its_seq(message_id: str) -> None:
+    with pytest.raises(ValidationError, match="message_id"):
+        AudioFrame(session_id="s", message_id=message_id, seq=12, pcm=PCM_640, captured_at=1.0)
+
+
+def identity(session_id: str, turn_id: str | None, seq: int) -> tuple[str, str, int]:
+    """What a reader drops duplicates by: (session, origin) and the seq within it."""
+    message = AsrPartial(
+        session_id=session_id, turn_id=turn_id, seq=seq, text="x", speech_start_s=0
+    )
+    return message.session_id, message.origin, message.seq
 
 
 # Few characters, short ids and seqs made of the same digits: identities whose parts run
@@ -319,19 +379,17 @@ keys = st.tuples(short_ids, st.none() | short_ids, st.sampled_from([0, 1, 11, 11
 
 @settings(max_examples=200, deadline=None)
 @given(batch=st.lists(keys, min_size=2, max_size=60))
-def test_dedup_key_is_equal_exactly_for_same_session_turn_seq(
+def test_identity_is_equal_exactly_for_same_session_turn_seq(
     batch: list[tuple[str, str | None, int]],
 ) -> None:
-    def dedup_key(session_id: str, turn_id: str | None, seq: int) -> str:
-        return AsrPartial(
-            session_id=session_id, turn_id=turn_id, seq=seq, text="x", speech_start_s=0
-        ).dedup_key
-
-    by_key: dict[str, set[tuple[str, str | None, int]]] = {}
-    for identity in batch:
-        by_key.setdefault(dedup_key(*identity), set()).add(identity)
-    collisions = {key: ids for key, ids in by_key.items() if len(ids) > 1}
-    assert not collisions
+    by_key: dict[tuple[str, str, int], set[tuple[str, str | None, int]]] = {}
+    by_message_id: dict[tuple[str, str], set[tuple[str, str | None, int]]] = {}
+    for made_of in batch:
+        by_key.setdefault(identity(*made_of), set()).add(made_of)
+        session, origin, seq = identity(*made_of)
+        by_message_id.setdefault((session, f"{origin}:{seq}"), set()).add(made_of)
+    assert not {key: ids for key, ids in by_key.items() if len(ids) > 1}
+    assert not {key: ids for key, ids in by_message_id.items() if len(ids) > 1}
 
 
 @pytest.mark.parametrize(
@@ -341,17 +399,13 @@ def test_dedup_key_is_equal_exactly_for_same_session_turn_seq(
         (("s", "t1", 2), ("s", "t", 12)),
         (("ab", "c", 1), ("a", "bc", 1)),
         (("s", None, 1), ("s", "1", 1)),
+        (("s", "t:1", 2), ("s", "t", 12)),
     ],
 )
-def test_dedup_key_keeps_adjacent_ids_apart(
+def test_identity_keeps_adjacent_ids_apart(
     a: tuple[str, str | None, int], b: tuple[str, str | None, int]
 ) -> None:
-    def key(session_id: str, turn_id: str | None, seq: int) -> str:
-        return AsrPartial(
-            session_id=session_id, turn_id=turn_id, seq=seq, text="x", speech_start_s=0
-        ).dedup_key
-
-    assert key(*a) != key(*b)
+    assert identity(*a) != identity(*b)
 
 
 @pytest.mark.parametrize(
@@ -363,9 +417,11 @@ def test_dedup_key_keeps_adjacent_ids_apart(
         ({"seq": 2}, "seq"),
     ],
 )
-def test_dedup_key_differs_when_identity_differs(other: dict[str, Any], differs_in: str) -> None:
-    base = {"session_id": "s", "turn_id": "t", "seq": 1, "text": "x", "speech_start_s": 0}
-    assert AsrPartial(**base).dedup_key != AsrPartial(**{**base, **other}).dedup_key, differs_in
+def test_identity_differs_when_session_turn_or_seq_differs(
+    other: dict[str, Any], differs_in: str
+) -> None:
+    base: dict[str, Any] = {"session_id": "s", "turn_id": "t", "seq": 1}
+    assert identity(**base) != identity(**{**base, **other}), differs_in
 
 
 # --- text caps ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from services.policy.memory import Memory
 from services.policy.moderation import BUNDLED_RULES, Moderator, RulesError, StreamSanitizer
 from services.policy.persona import BUNDLED_PERSONAS, PersonaError, load_persona_file
 from services.policy.settings import PolicySettings
-from services.policy.stage import PolicyService, Turn
+from services.policy.stage import PolicyStage, Turn
 
 ALLOWED = ["happy", "sad", "thinking"]
 
@@ -120,7 +120,7 @@ def test_a_broken_persona_file_says_what_is_wrong(tmp_path: Path) -> None:
 
 
 def test_the_prompt_holds_persona_summary_memory_and_the_viewer_quoted() -> None:
-    service = PolicyService.__new__(PolicyService)
+    service = PolicyStage.__new__(PolicyStage)
     service.settings = PolicySettings()
     persona = load_persona_file(BUNDLED_PERSONAS / "marionette.toml")
     memory = Memory(summary="Alice said her cat is called Tom.")
@@ -138,7 +138,7 @@ def test_the_prompt_holds_persona_summary_memory_and_the_viewer_quoted() -> None
 
 
 def test_the_seed_is_derived_from_the_turn_so_a_redelivery_repeats_the_reply() -> None:
-    service = PolicyService.__new__(PolicyService)
+    service = PolicyStage.__new__(PolicyStage)
     service.settings = PolicySettings()
     a, b = Turn("s", "t1", "x"), Turn("s", "t2", "x")
     assert service.generation(a).seed == service.generation(a).seed

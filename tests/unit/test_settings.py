@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from services.bus.settings import BusSettings, ConfigError, load_bus_settings
+from services.bus.settings import BusSettings, load_bus_settings
+from services.settings import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -44,16 +45,32 @@ def test_defaults_without_environment_or_file() -> None:
 
 def test_reads_marionette_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARIONETTE_PARTITIONS", "16")
-    monkeypatch.setenv("MARIONETTE_CLAIM_IDLE_MS", "2500")
+    monkeypatch.setenv("MARIONETTE_HANDLER_TIMEOUT_S", "2.5")
     monkeypatch.setenv("MARIONETTE_GROUP_START", "$")
     monkeypatch.setenv("MARIONETTE_REDIS_SERVER", "/opt/redis/bin/redis-server")
+    monkeypatch.setenv("MARIONETTE_REDIS_DIR", "/var/lib/marionette/redis")
+    monkeypatch.setenv("MARIONETTE_REPLICA_ID", "tts-2")
+    monkeypatch.setenv("MARIONETTE_CONTROL_HISTORY_S", "60")
 
     settings = load_bus_settings()
 
     assert settings.partitions == 16
-    assert settings.claim_idle_ms == 2500
+    assert settings.handler_timeout_s == 2.5
     assert settings.group_start == "$"
     assert settings.redis_server == "/opt/redis/bin/redis-server"
+    assert settings.redis_dir == Path("/var/lib/marionette/redis")
+    assert settings.replica_id == "tts-2"
+    assert settings.control_history_s == 60
+
+
+def test_a_removed_setting_left_in_the_environment_is_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MARIONETTE_CLAIM_IDLE_MS is gone (a partition takeover claims everything pending at
+    once); an old deployment that still sets it starts as before."""
+    monkeypatch.setenv("MARIONETTE_CLAIM_IDLE_MS", "2500")
+    settings = load_bus_settings()
+    assert not hasattr(settings, "claim_idle_ms")
 
 
 def test_reads_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +191,9 @@ def test_stream_maxlen_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None
         ("MARIONETTE_PARTITIONS", "0", "greater than or equal to 1"),
         ("MARIONETTE_PARTITIONS", "257", "less than or equal to 256"),
         ("MARIONETTE_PARTITIONS", "eight", "valid integer"),
-        ("MARIONETTE_CLAIM_IDLE_MS", "10", "greater than or equal to 50"),
+        ("MARIONETTE_HANDLER_TIMEOUT_S", "0", "greater than 0"),
+        ("MARIONETTE_REPLICA_ID", "tts 2", "should match pattern"),
+        ("MARIONETTE_CONTROL_HISTORY_S", "-1", "greater than or equal to 0"),
         ("MARIONETTE_LEASE_MS", "-1", "greater than or equal to 300"),
         ("MARIONETTE_MAX_DELIVERIES", "0", "greater than or equal to 1"),
         ("MARIONETTE_BLOCK_MS", "1.5", "valid integer"),

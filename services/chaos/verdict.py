@@ -1,0 +1,266 @@
+"""What a chaos run did to each turn, judged from the streams as a viewer would see them.
+
+Consumers drop repeats of a message id, so each stream is read the same way here: the
+first entry of each message id counts, later copies do not. Then, per turn sent:
+- lost: no final reply (or, for speech, nothing heard);
+- answered twice: more than one final reply;
+- truncated: the reply's spoken chunks are not numbered 0..n without a gap with one final,
+  or their words are not the reply's words, or playback did not finish it exactly once.
+Every dead letter is innocent: a chaos run sends nothing malformed.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from contracts import AsrFinal, ChatMessage, Envelope, PlaybackProgress, PolicyToken, TtsChunk
+from contracts.turns import playback_ended
+
+Kind = Literal["chat", "speech"]
+Verdict = Literal["answered once", "answered twice", "truncated", "lost"]
+
+
+@dataclass(frozen=True)
+class SentTurn:
+    kind: Kind
+    session_id: str
+    key: str  # chat: its turn id; speech: the capture run its turn id starts with
+    text: str
+    sent_at: float
+
+
+@dataclass(frozen=True)
+class Published:
+    """A message as a stream held it, with when Redis added it."""
+
+    message: Envelope
+    added_at: float
+
+
+@dataclass
+class TurnReport:
+    kind: Kind
+    session_id: str
+    turn_id: str | None
+    asked: str
+    verdict: Verdict
+    why: str = ""
+    reply: str = ""
+    latency_s: dict[str, float] = field(default_factory=dict)
+
+
+def first_of_each(messages: Iterable[Published]) -> list[Published]:
+    """What a consumer that drops repeated message ids handles, in order."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for item in messages:
+        key = (item.message.session_id, item.message.message_id)
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept
+
+
+def _by_turn(messages: Iterable[Published]) -> dict[tuple[str, str], list[Published]]:
+    grouped: dict[tuple[str, str], list[Published]] = defaultdict(list)
+    for item in first_of_each(messages):
+        if item.message.turn_id:
+            grouped[(item.message.session_id, item.message.turn_id)].append(item)
+    return grouped
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def judge(
+    sent: Sequence[SentTurn],
+    streams: Mapping[str, Sequence[Published]],
+    *,
+    playback: bool,
+) -> list[TurnReport]:
+    """streams: topic name -> its messages in the order Redis added them."""
+    opened = _by_turn([*streams.get("chat.message", []), *streams.get("asr.final", [])])
+    tokens = _by_turn(streams.get("policy.token", []))
+    chunks = _by_turn(streams.get("tts.chunk", []))
+    expressions = _by_turn(streams.get("avatar.expr", []))
+    progress = _by_turn(streams.get("playback.progress", []))
+    reports = []
+    for turn in sent:
+        key = _turn_of(turn, opened)
+        report = TurnReport(turn.kind, turn.session_id, key[1] if key else None, turn.text, "lost")
+        if key is None:
+            report.why = "never heard" if turn.kind == "speech" else "never read"
+            reports.append(report)
+            continue
+        _judge_turn(
+            report, turn, opened[key], tokens.get(key, []), chunks.get(key, []),
+            expressions.get(key, []), progress.get(key, []) if playback else None,
+        )  # fmt: skip
+        reports.append(report)
+    return reports
+
+
+def _turn_of(
+    turn: SentTurn, opened: Mapping[tuple[str, str], list[Published]]
+) -> tuple[str, str] | None:
+    if turn.kind == "chat":
+        key = (turn.session_id, turn.key)
+        return key if key in opened else None
+    # A spoken question's turn id is "<capture run>.u<ms>" (contracts.turns).
+    heard = [k for k in opened if k[0] == turn.session_id and k[1].startswith(f"{turn.key}.")]
+    return min(heard) if heard else None
+
+
+def _judge_turn(
+    report: TurnReport,
+    turn: SentTurn,
+    opening: list[Published],
+    tokens: list[Published],
+    chunks: list[Published],
+    expressions: list[Published],
+    progress: list[Published] | None,
+) -> None:
+    finals = [t for t in tokens if isinstance(t.message, PolicyToken) and t.message.final]
+    if not finals:
+        report.why = "no final reply"
+        return
+    final = finals[0].message
+    assert isinstance(final, PolicyToken)
+    report.reply = final.reply_text or ""
+    _latencies(report, turn, opening, tokens, chunks, expressions, progress)
+    if len(finals) > 1:
+        report.verdict = "answered twice"
+        report.why = f"{len(finals)} final replies"
+        return
+    problem = _truncation(final, tokens, chunks, progress)
+    report.verdict = "truncated" if problem else "answered once"
+    report.why = problem
+
+
+def _truncation(
+    final: PolicyToken,
+    tokens: list[Published],
+    chunks: list[Published],
+    progress: list[Published] | None,
+) -> str:
+    spoken_tokens = "".join(
+        t.message.text for t in tokens if isinstance(t.message, PolicyToken) and not t.message.final
+    )
+    if _words(spoken_tokens) != _words(final.reply_text or ""):
+        return "the tokens do not add up to the reply"
+    speech = [c.message for c in chunks if isinstance(c.message, TtsChunk)]
+    indexes = [c.index for c in speech]
+    if indexes != list(range(len(indexes))):
+        return f"chunk indexes {indexes}"
+    if [c.final for c in speech].count(True) != 1 or not speech[-1].final:
+        return f"{[c.final for c in speech].count(True)} final chunks"
+    heard = " ".join(c.text for c in speech if c.text)
+    if _words(heard) != _words(final.reply_text or ""):
+        return f"spoken {heard!r}"
+    if progress is not None:
+        ends = [
+            p.message for p in progress if isinstance(p.message, PlaybackProgress)
+            and playback_ended(p.message)
+        ]  # fmt: skip
+        if [e.state for e in ends] != ["finished"]:
+            return f"playback ended {[e.state for e in ends]}"
+    return ""
+
+
+def _latencies(
+    report: TurnReport,
+    turn: SentTurn,
+    opening: list[Published],
+    tokens: list[Published],
+    chunks: list[Published],
+    expressions: list[Published],
+    progress: list[Published] | None,
+) -> None:
+    opened_at = opening[0].added_at
+    if isinstance(opening[0].message, AsrFinal):
+        report.latency_s["asr"] = opened_at - turn.sent_at
+    elif isinstance(opening[0].message, ChatMessage):
+        report.latency_s["chat in"] = opened_at - turn.sent_at
+    if tokens:
+        report.latency_s["policy"] = tokens[0].added_at - opened_at
+    if tokens and chunks:
+        report.latency_s["tts"] = chunks[0].added_at - tokens[0].added_at
+    if chunks and expressions:
+        report.latency_s["avatar"] = expressions[0].added_at - chunks[0].added_at
+    if chunks and progress:
+        report.latency_s["playback"] = progress[0].added_at - chunks[0].added_at
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One kill: of which replica, and how long until what it held was served again."""
+
+    stage: str
+    replica: str
+    at_s: float  # since the run began
+    partitions: int  # it held
+    served_again_s: float | None  # None: not within the run
+
+
+@dataclass
+class ChaosReport:
+    turns: list[TurnReport]
+    kills: list[Recovery]
+    redis_restarts: list[float]  # seconds until the next reply after each
+    dead_letters: list[dict[str, Any]]
+    replicas: dict[str, int]
+    duration_s: float
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for t in self.turns if t.verdict == verdict)
+
+    def summary(self) -> dict[str, Any]:
+        recoveries = [k.served_again_s for k in self.kills if k.served_again_s is not None]
+        stages = sorted({name for t in self.turns for name in t.latency_s})
+        return {
+            "turns sent": len(self.turns),
+            "answered once": self.count("answered once"),
+            "answered twice": self.count("answered twice"),
+            "lost": self.count("lost"),
+            "truncated": self.count("truncated"),
+            "innocent dead letters": len(self.dead_letters),
+            "kills": len(self.kills),
+            "kills not recovered": sum(1 for k in self.kills if k.served_again_s is None),
+            "recovery s": spread(recoveries),
+            "redis restarts": len(self.redis_restarts),
+            "next reply after a redis restart s": spread(self.redis_restarts),
+            "stage latency s": {
+                name: spread([t.latency_s[name] for t in self.turns if name in t.latency_s])
+                for name in stages
+            },
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary(),
+            "replicas": self.replicas,
+            "duration_s": round(self.duration_s, 1),
+            "turns": [asdict(t) for t in self.turns],
+            "kills": [asdict(k) for k in self.kills],
+            "dead_letters": self.dead_letters,
+        }
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def spread(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    return {
+        "p50": round(percentile(values, 50), 3),
+        "p95": round(percentile(values, 95), 3),
+        "max": round(max(values), 3),
+    }
