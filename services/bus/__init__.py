@@ -3,7 +3,7 @@
 Read stage.py first (how a stage is written), then runtime.py (how it is run).
 """
 
-from services.bus.runtime import Producer, StageRuntime
+from services.bus.runtime import Producer, StageRuntime, run_stage
 from services.bus.settings import BusSettings, load_bus_settings
 from services.bus.stage import Bus, Checkpointed, Publishes, SessionMemory, Stage, consumes
 
@@ -18,4 +18,5 @@ __all__ = [
     "StageRuntime",
     "consumes",
     "load_bus_settings",
+    "run_stage",
 ]

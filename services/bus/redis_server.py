@@ -51,7 +51,8 @@ def find_redis_server(explicit: str | None = None) -> Path:
 
 def die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the parent dies (Linux), so no server is
-    left behind by a killed stage or test."""
+    left behind by a killed stage or test. Linux means the parent *thread*: start a child
+    from a thread that lives as long as the child should (not a to_thread() worker)."""
     try:
         import ctypes
 

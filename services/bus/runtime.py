@@ -616,6 +616,22 @@ async def _quiet(call: Awaitable[T]) -> T | None:
         return None
 
 
+def run_stage(stage_cls: type[Stage], settings: BusSettings | None = None) -> None:
+    """Run a stage in this process until Ctrl-C or SIGTERM (REDIS_URL names the Redis)."""
+    import signal
+
+    from services.bus.settings import load_bus_settings
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await StageRuntime(stage_cls, settings or load_bus_settings()).run(stop)
+
+    asyncio.run(main())
+
+
 class Producer:
     """Publishes typed messages from a tool or a test: no handlers, no partitions.
 

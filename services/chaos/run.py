@@ -174,7 +174,10 @@ async def _send_turns(run: _Run, spoken: list[Utterance], progress: Callable[[st
 
 async def _speak(out: Producer, run: _Run, capture_run: str, utterance: Utterance) -> None:
     """A spoken question as a capture run of its own, as fast as Redis takes it, then
-    silence and the end of the input."""
+    silence and the end of the input. Each in a session of its own: a question spoken while
+    the character still answers the last one would be talking over it (barge-in), which
+    is not what this run is about."""
+    session = f"mic-{capture_run}"
     pcm = utterance.pcm + bytes(FRAME_BYTES * 40)
     frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
     frames[-1] = frames[-1].ljust(FRAME_BYTES, b"\0")
@@ -182,11 +185,11 @@ async def _speak(out: Producer, run: _Run, capture_run: str, utterance: Utteranc
     for seq, frame in enumerate(frames):
         await out.publish(
             AudioFrame(
-                session_id="mic", message_id=message_id(capture_run, seq), seq=seq, pcm=frame,
+                session_id=session, message_id=message_id(capture_run, seq), seq=seq, pcm=frame,
                 captured_at=start + seq * 0.02, end_of_input=seq == len(frames) - 1,
             )
         )  # fmt: skip
-    run.sent.append(SentTurn("speech", "mic", capture_run, utterance.text, time.time()))
+    run.sent.append(SentTurn("speech", session, capture_run, utterance.text, time.time()))
 
 
 def _lease_holders(client: redis.Redis, groups: list[str], partitions: int) -> dict[str, Any]:
@@ -273,9 +276,11 @@ async def _restart_redis(run: _Run, progress: Callable[[str], None]) -> None:
     for number in range(plan.redis_restarts):
         due = run.started + window * (number + 0.5) / plan.redis_restarts
         await asyncio.sleep(max(0.0, due - time.time()))
-        await asyncio.to_thread(run.server.stop, True)  # SIGKILL
+        # In this thread: the server dies with the thread that started it (PDEATHSIG), and
+        # a worker thread of to_thread() ends when idle.
+        run.server.stop(kill=True)
         await asyncio.sleep(plan.redis_down_s)
-        await asyncio.to_thread(run.server.start)
+        run.server.start()
         run.restarts.append(time.time())
         progress(f"Redis restart {number + 1}/{plan.redis_restarts} (down {plan.redis_down_s} s)")
 

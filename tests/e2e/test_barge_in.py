@@ -43,7 +43,7 @@ from contracts.topics import (
     Topic,
 )
 from services.bench.scripted_mic import ScriptedMic
-from services.bus import BusSettings, Stage, StageRuntime, load_bus_settings
+from services.bus import BusSettings, Producer, load_bus_settings
 from services.bus.partitions import streams_of
 from services.capture.stage import SAMPLE_CONVERSATION
 from services.policy.memory import Memory
@@ -59,14 +59,12 @@ BARGE_IN_AFTER_S = 1.5
 STAGES = ("asr", "policy", "tts", "playback", "avatar")
 READY = {
     AUDIO_FRAME: "asr", PLAYBACK_PROGRESS: "asr", CHAT_MESSAGE: "policy",
-    POLICY_TOKEN: "tts", TTS_CHUNK: "playback", CONTROL: "playback",
+    POLICY_TOKEN: "tts", TTS_CHUNK: "playback",
 }  # fmt: skip
+"""Each ordered topic the test depends on, and a stage that must read all its partitions.
+(control has no consumer group: every stage reads all of it, and back from its start.)"""
 QUESTION = "Hello Marionette, how are you today?"
 """The sample's first line, 0.5 to 2.5 s into it."""
-
-mic_stage = Stage("mic")
-frames_out = mic_stage.publisher(AUDIO_FRAME)
-chat_out = mic_stage.publisher(CHAT_MESSAGE)
 
 
 @dataclass
@@ -146,10 +144,11 @@ def question() -> np.ndarray:
 class Session:
     """One conversation: its microphone running, and what the stages published for it."""
 
-    def __init__(self, marionette: Marionette, name: str, mic: ScriptedMic) -> None:
+    def __init__(self, marionette: Marionette, name: str, mic: ScriptedMic, out: Producer) -> None:
         self.marionette = marionette
         self.name = name
         self.mic = mic
+        self.out = out
         self.client = Redis.from_url(marionette.bus.redis_url or "")
 
     async def of(self, topic: Topic[Any]) -> list[Any]:
@@ -173,7 +172,7 @@ class Session:
 
     async def ask(self, text: str) -> str:
         turn = f"{self.name}-c1"
-        await chat_out.publish(
+        await self.out.publish(
             ChatMessage(session_id=self.name, turn_id=turn, seq=0, platform="twitch",
                         author="viewer", text=text)
         )  # fmt: skip
@@ -193,13 +192,13 @@ class Session:
 async def session(marionette: Marionette, request: pytest.FixtureRequest) -> AsyncIterator[Session]:
     name = request.node.name.removeprefix("test_")[:24].replace("_", "-")
     echo = getattr(request, "param", None)
-    mic = ScriptedMic(
-        frames_out, name, echo_dir=marionette.wav_dir if echo else None, echo_gain_db=echo or 0
-    )
     stop = asyncio.Event()
-    async with StageRuntime(mic_stage, marionette.bus):
+    async with Producer(marionette.bus, "mic", [AUDIO_FRAME, CHAT_MESSAGE]) as out:
+        mic = ScriptedMic(
+            out, name, echo_dir=marionette.wav_dir if echo else None, echo_gain_db=echo or 0
+        )
         listening = asyncio.create_task(mic.run(stop))
-        opened = Session(marionette, name, mic)
+        opened = Session(marionette, name, mic, out)
         try:
             yield opened
         finally:

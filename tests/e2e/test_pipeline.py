@@ -14,6 +14,7 @@ import pytest
 import soxr
 
 from contracts import AvatarExpr, Envelope, PlaybackProgress, PolicyToken, TtsChunk
+from contracts.turns import utterance_turn_id
 from services.asr.recognizer import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
 from services.tts.normalize import normalize_for_speech
@@ -48,9 +49,19 @@ def check_ids(seen: Seen) -> None:
         *seen.tokens, *seen.chunks, *seen.exprs, *seen.progress,
     ]  # fmt: skip
     assert {m.session_id for m in everything} == {SESSION}
-    # Frames carry no turn (or their capture run's id): one id means capture ran once,
-    # to the end of the sample, and was not restarted.
-    assert len({f.turn_id for f in seen.frames}) == 1, {f.turn_id for f in seen.frames}
+    # Frames belong to no turn; their capture run is their origin ("<run>:<seq>"). One
+    # origin means capture ran once, to the end of the sample, and was not restarted.
+    assert {f.turn_id for f in seen.frames} == {None}
+    [run] = {f.origin for f in seen.frames}
+    assert sorted(f.seq for f in seen.frames) == list(range(len(seen.frames))), "frames lost"
+    # An utterance's turn is named after the capture run and where the utterance (its
+    # pre-roll first) starts in the run's audio.
+    for final in seen.finals:
+        turn = final.turn_id or ""
+        assert turn.startswith(f"{run}.u"), (run, turn)
+        start_ms = int(turn.removeprefix(f"{run}.u"))
+        assert turn == utterance_turn_id(run, start_ms)
+        assert start_ms <= final.speech_start_s * 1000, (turn, final.speech_start_s)
     for name, items in (
         ("asr.speech", seen.speech),
         ("asr.partial", seen.partials),
@@ -61,9 +72,10 @@ def check_ids(seen: Seen) -> None:
         strays = {m.turn_id for m in items} - turns
         assert not strays, f"{name} has messages of unknown turns {strays}"
     for expr in seen.exprs:
-        # Blinks belong to no turn: avatar gives them a turn id of its own, per process.
+        # Blinks belong to no turn: their origin is avatar's own, one per process.
         if expr.state == "blink":
-            assert (expr.turn_id or "").startswith("blink-"), expr
+            assert expr.turn_id is None, expr
+            assert expr.origin.startswith("blink-"), expr
         else:
             assert expr.turn_id in turns, f"avatar.expr {expr.state} of unknown turn {expr.turn_id}"
 

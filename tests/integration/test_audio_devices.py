@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from contracts import TtsChunk
 from contracts.topics import AUDIO_FRAME, PLAYBACK_PROGRESS, TTS_CHUNK
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import BusSettings, Producer
 from tests.helpers import read_topic, wait_until
 from tests.integration.workers import REPO_ROOT, worker_env
 
@@ -76,11 +76,9 @@ async def test_playback_plays_a_reply_through_the_speaker(
     log = tmp_path / "playback.log"
     playback = start(["run", "playback"], env, log)
     try:
-        stage = Stage("tts-stand-in")
-        chunks = stage.publisher(TTS_CHUNK)
-        async with StageRuntime(stage, bus_settings):
+        async with Producer(bus_settings, "tts-stand-in", [TTS_CHUNK]) as tts:
             for index in range(2):
-                await chunks.publish(
+                await tts.publish(
                     TtsChunk(
                         session_id="room", turn_id="t1", seq=index, index=index,
                         final=index == 1, text="la", sample_rate=22_050,

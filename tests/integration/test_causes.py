@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from contracts import ChatMessage, PolicyToken
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import BusSettings, Producer, Publishes, Stage, StageRuntime, consumes
 from services.bus.causes import cause_from_headers
 from services.bus.partitions import stream_for
 from services.bus.wire import StreamEntry, decode_entry
@@ -16,24 +16,28 @@ from tests.helpers import viewer_chat, wait_until
 pytestmark = pytest.mark.integration
 
 
-async def test_a_reply_names_the_message_it_answers(
-    bus_settings: BusSettings, redis_client: Redis
-) -> None:
-    stage = Stage("replier")
-    replies = stage.publisher(POLICY_TOKEN)
+class Replier(Stage):
+    name = "replier"
+    replies = Publishes(POLICY_TOKEN)
 
-    @stage.consumer(CHAT_MESSAGE)
-    async def on_chat(chat: ChatMessage) -> None:
-        await replies.publish(
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, chat: ChatMessage) -> None:
+        await self.replies.publish(
             PolicyToken(session_id=chat.session_id, turn_id=chat.turn_id, seq=0, text="hi", index=0)
         )
 
-    outside = Stage("outside")
-    chats = outside.publisher(CHAT_MESSAGE)
+
+async def test_a_reply_names_the_message_it_answers(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
     reply_stream = stream_for(POLICY_TOKEN, "s1", bus_settings.partitions)
-    async with StageRuntime(stage, bus_settings), StageRuntime(outside, bus_settings):
+    async with (
+        StageRuntime(Replier, bus_settings),
+        Producer(bus_settings, "outside", [CHAT_MESSAGE]) as outside,
+    ):
         before = time.time()
-        chat_id = await chats.publish(viewer_chat("s1", 0))
+        chat_id = await outside.publish(viewer_chat("s1", 0))
+        assert chat_id is not None
 
         async def replied() -> bool:
             return await redis_client.xlen(reply_stream) == 1

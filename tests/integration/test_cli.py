@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from contracts import AudioFrame
-from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE
-from services.bus import BusSettings, Stage, StageRuntime
+from contracts import AudioFrame, ChatMessage, PolicyToken
+from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, POLICY_TOKEN
+from services.bus import BusSettings, Publishes, Stage, StageRuntime, consumes
 from services.bus.partitions import stream_for
 from tests.helpers import read_topic, wait_until
 
@@ -30,18 +31,19 @@ def marionette(
     )  # fmt: skip
 
 
+class Listener(Stage):
+    name = "listener"
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, message: ChatMessage) -> None:
+        pass
+
+
 async def test_dlq_list_and_redrive(
     bus_settings: BusSettings, redis_client: Redis, redis_url: str
 ) -> None:
-    stage = Stage("listener")
-    handled: list[str] = []
-
-    @stage.consumer(CHAT_MESSAGE)
-    async def on_chat(msg: object) -> None:
-        handled.append("x")
-
-    stream = stream_for(CHAT_MESSAGE, "s1", bus_settings.partitions)  # type: ignore[arg-type]
-    async with StageRuntime(stage, bus_settings):
+    stream = stream_for(CHAT_MESSAGE, "s1", bus_settings.partitions)
+    async with StageRuntime(Listener, bus_settings):
         await redis_client.xadd(stream, {"text": "no envelope"})
 
         async def dead_lettered() -> bool:
@@ -91,7 +93,8 @@ def test_unknown_stage_lists_the_known_ones() -> None:
 
 
 def test_up_runs_on_embedded_defaults(tmp_path: Path) -> None:
-    """No REDIS_URL, no microphone: embedded Redis, the bundled sample, the bundled model."""
+    """No REDIS_URL, no microphone: embedded Redis, the bundled sample, the bundled model.
+    --demo says hello in chat once policy is ready, and the character answers it."""
     env = {k: v for k, v in os.environ.items() if "REDIS_URL" not in k and "CAPTURE" not in k}
     result = subprocess.run(
         [sys.executable, "-m", "services", "up", "--duration", "30", "--demo"],
@@ -103,10 +106,47 @@ def test_up_runs_on_embedded_defaults(tmp_path: Path) -> None:
     if "playing the bundled sample conversation" in output:
         assert "What is the capital of France?" in output, "the sample was heard"
         assert output.count("final ok:") >= 3, "the demo line and both questions were answered"
-    assert "hi marionette!" in output, "the monitor printed the demo chat line"
-    assert "final ok: 'Hello there, chat!'" in output
-    assert "dead letters" in output, "the malformed demo entry was dead-lettered"
+    demo_line = re.search(r"chat\.message +(\S+)/(cli-\w+) #0 cli:you: hi Marionette!", output)
+    assert demo_line, "the monitor printed the demo chat line"
+    assert output.index("stage policy running") < demo_line.start(), "sent once policy was up"
+    session, turn = demo_line.groups()
+    assert re.search(rf"policy\.token +{session}/{turn} #\d+ final ok:", output), "answered"
     assert not (tmp_path / ".marionette" / "redis.url").exists(), "cleaned up on exit"
+
+
+class PolicyStandIn(Stage):
+    """Answers every chat line at once, as policy would (its final token)."""
+
+    name = "policy"
+    replies = Publishes(POLICY_TOKEN)
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, chat: ChatMessage) -> None:
+        await self.replies.publish(
+            PolicyToken(
+                session_id=chat.session_id, turn_id=chat.turn_id, seq=0, index=0, text="",
+                final=True, reply_text=f"you said {chat.text}", status="ok",
+            )
+        )  # fmt: skip
+
+
+async def test_chat_says_a_line_and_prints_the_reply(
+    bus_settings: BusSettings, redis_client: Redis, redis_url: str
+) -> None:
+    env = {"REDIS_URL": redis_url, "MARIONETTE_PARTITIONS": str(bus_settings.partitions)}
+    async with StageRuntime(PolicyStandIn, bus_settings):
+        said = await asyncio.to_thread(
+            marionette, "chat", "hello there", "--session", "viewer-7", "--wait", "30", env=env
+        )
+    assert said.returncode == 0, said.stderr
+    assert "you said hello there (ok)" in said.stdout
+    [line] = await read_topic(redis_client, CHAT_MESSAGE, bus_settings.partitions)
+    assert isinstance(line, ChatMessage)
+    assert (line.session_id, line.text, line.platform) == ("viewer-7", "hello there", "cli")
+
+    unanswered = await asyncio.to_thread(marionette, "chat", "anyone?", "--wait", "1", env=env)
+    assert unanswered.returncode == 2
+    assert "no reply within 1 s" in unanswered.stderr
 
 
 async def test_capture_reads_raw_pcm_from_stdin(
@@ -120,7 +160,17 @@ async def test_capture_reads_raw_pcm_from_stdin(
         env={**os.environ, "REDIS_URL": redis_url, "MARIONETTE_PARTITIONS": "4"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
-    assert b"published 50 frames" in result.stdout
-    frames = await read_topic(redis_client, AUDIO_FRAME, bus_settings.partitions)
-    assert [f.seq for f in frames] == list(range(50))
-    assert b"".join(f.pcm for f in frames if isinstance(f, AudioFrame)) == pcm
+    # 50 frames of audio, then a silent one that marks the end of the input (the audio
+    # ended on a frame boundary: nothing was left to carry the mark).
+    assert b"published 51 frames" in result.stdout
+    frames = [
+        f
+        for f in await read_topic(redis_client, AUDIO_FRAME, bus_settings.partitions)
+        if isinstance(f, AudioFrame)
+    ]
+    assert [f.seq for f in frames] == list(range(51))
+    assert b"".join(f.pcm for f in frames[:50]) == pcm
+    assert frames[50].pcm == bytes(640)
+    assert [f.end_of_input for f in frames] == [False] * 50 + [True]
+    assert len({f.origin for f in frames}) == 1, "one capture run"
+    assert {f.turn_id for f in frames} == {None}, "frames belong to no turn"

@@ -196,5 +196,6 @@ async def test_a_replica_restarted_under_its_own_id_goes_on_without_waiting_for_
     assert [(r.seq, r.text) for r in answers] == [(0, "tts-1")]
     assert await started(redis_client) == ["tts-1 s1 0", "tts-1 s1 0"]
     for partition, token in after.items():
-        assert token is not None and token.startswith(b"tts-1#"), token
+        assert token is not None
+        assert token.startswith(b"tts-1#"), token
         assert token != before[partition], "a new token: the dead process's writes are fenced"

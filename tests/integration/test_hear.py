@@ -1,4 +1,6 @@
-"""Hearing, with real speech (synthesized by Piper in the test), real models, real Redis."""
+"""Hearing, with real speech (synthesized by Piper in the test), real models, real Redis.
+(The asr stage's logic, with a scripted recognizer, is tested in memory:
+tests/unit/test_asr_stage.py.)"""
 
 import asyncio
 import json
@@ -9,6 +11,7 @@ import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -17,8 +20,8 @@ from redis.asyncio import Redis
 
 from contracts import AsrFinal, AsrPartial, AudioFrame
 from contracts.topics import ASR_FINAL, ASR_PARTIAL, AUDIO_FRAME
-from services.asr.stage import stage as asr_stage
-from services.bus import BusSettings, Stage, StageRuntime
+from services.asr.stage import AsrStage
+from services.bus import BusSettings, Producer, StageRuntime
 from services.bus.partitions import stream_for
 from services.bus.redis_server import free_port
 from tests.helpers import read_topic, wait_until, word_error_rate
@@ -46,7 +49,8 @@ def speak() -> Speak:
     def synthesize(text: str) -> np.ndarray:
         chunks = list(voice.synthesize(text, repeatable))
         audio = np.concatenate([c.audio_float_array for c in chunks])
-        return soxr.resample(audio, chunks[0].sample_rate, RATE).astype(np.float32)
+        resampled: np.ndarray = soxr.resample(audio, chunks[0].sample_rate, RATE)
+        return resampled.astype(np.float32)
 
     return synthesize
 
@@ -56,16 +60,21 @@ def silence(seconds: float) -> np.ndarray:
 
 
 def pcm(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return bytes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
 
 
-def frames_of(session: str, audio: np.ndarray) -> list[AudioFrame]:
+def frames_of(session: str, audio: np.ndarray, run: str = "run1") -> list[AudioFrame]:
+    """20 ms frames of one capture run (their origin); the last one ends the input."""
     data = pcm(audio)
     data += bytes(-len(data) % 640)
+    count = len(data) // 640
     return [
-        AudioFrame(session_id=session, seq=i, pcm=data[o : o + 640], captured_at=time.time())
-        for i, o in enumerate(range(0, len(data), 640))
-    ]
+        AudioFrame(
+            session_id=session, message_id=f"{run}:{i}", seq=i, pcm=data[i * 640 : (i + 1) * 640],
+            captured_at=time.time(), end_of_input=i == count - 1,
+        )
+        for i in range(count)
+    ]  # fmt: skip
 
 
 async def finals_of(client: Redis, settings: BusSettings) -> list[AsrFinal]:
@@ -136,18 +145,20 @@ async def run_asr_on(
     settings: BusSettings, batches: list[list[AudioFrame]], client: Redis, idle_s: float = 2.0
 ) -> list[AsrFinal]:
     """The asr stage in this process; publish frames (interleaving the batches), then wait."""
-    producer = Stage("test-capture")
-    frames = producer.publisher(AUDIO_FRAME)
     total = sum(len(b) for b in batches)
-    async with StageRuntime(asr_stage, settings) as asr, StageRuntime(producer, settings):
+    async with (
+        StageRuntime(AsrStage, settings) as asr,
+        Producer(settings, "test-capture", [AUDIO_FRAME]) as capture,
+    ):
         for i in range(max(len(b) for b in batches)):
             for batch in batches:
                 if i < len(batch):
-                    await frames.publish(batch[i])
+                    await capture.publish(batch[i])
 
         async def all_heard() -> bool:
             stats = asr.stats("audio.frame")
-            return stats.handled + stats.dropped + stats.dead_letters >= total
+            done = stats.handled + stats.held + stats.dropped + stats.dead_letters
+            return done >= total
 
         await wait_until(all_heard, timeout_s=60, what="every frame to be heard")
         await asyncio.sleep(idle_s)  # room for a transcription still running
@@ -237,12 +248,12 @@ def test_capture_names_a_redis_that_does_not_answer() -> None:
 
 
 @pytest.mark.parametrize("vad", ["webrtc", "silero"])
-def test_each_vad_finds_the_two_questions(speak: Speak, vad: str) -> None:
+def test_each_vad_finds_the_two_questions(speak: Speak, vad: Literal["webrtc", "silero"]) -> None:
     from services.asr.endpointer import Endpointer, FinalReady
     from services.asr.settings import AsrSettings
     from services.asr.vad import make_vad
 
-    settings = AsrSettings(vad=vad)  # type: ignore[arg-type]
+    settings = AsrSettings(vad=vad)
     first, second = speak(QUESTIONS[0]), speak(QUESTIONS[1])
     audio = np.concatenate([silence(0.5), first, silence(1.5), second, silence(1.5)])
     endpointer = Endpointer(settings, make_vad(settings))

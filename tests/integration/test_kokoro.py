@@ -1,6 +1,5 @@
 """Kokoro: the real model and voices, heard back by faster-whisper, spoken by the tts stage."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,12 @@ from services.asr.recognizer import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
 from services.avatar.mouth import mouth_track
 from services.avatar.settings import AvatarSettings
-from services.bus import BusSettings, Stage, StageRuntime
-from services.bus.settings import ConfigError
+from services.bus import BusSettings, Producer, StageRuntime
+from services.errors import ConfigError
 from services.models.files import ModelMissing, prepare
 from services.tts import kokoro as kokoro_files
-from services.tts import stage as tts
 from services.tts.settings import TtsSettings
+from services.tts.stage import TtsStage
 from services.tts.synthesizer import Speech, SpeechSynthesizer, make_synthesizer
 from tests.helpers import read_topic, wait_until, word_error_rate
 
@@ -98,25 +97,18 @@ def tokens_of(text: str, session: str, turn: str) -> list[PolicyToken]:
     return [*tokens, final]
 
 
-@pytest.fixture
-def kokoro_stage(voices: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The stage loads its synthesizer from the environment, as `marionette run tts` does."""
-    monkeypatch.setenv("MARIONETTE_TTS_BACKEND", "kokoro")
-    previous = tts.service.put(None)
-    yield
-    tts.service.put(previous)
-
-
-@pytest.mark.usefixtures("kokoro_stage")
 async def test_the_tts_stage_speaks_a_streamed_reply_with_kokoro(
-    bus_settings: BusSettings, redis_client: Redis
+    voices: Path, bus_settings: BusSettings, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert isinstance((await tts.service.get()).synthesizer, kokoro_files.KokoroSynthesizer)
-    policy = Stage("policy-stand-in")
-    tokens = policy.publisher(POLICY_TOKEN)
-    async with StageRuntime(tts.stage, bus_settings), StageRuntime(policy, bus_settings):
+    # The stage builds its synthesizer from the environment, as `marionette run tts` does.
+    monkeypatch.setenv("MARIONETTE_TTS_BACKEND", "kokoro")
+    async with (
+        StageRuntime(TtsStage, bus_settings) as tts,
+        Producer(bus_settings, "policy-stand-in", [POLICY_TOKEN]) as policy,
+    ):
+        assert isinstance(tts.stage.synthesizer, kokoro_files.KokoroSynthesizer)
         for token in tokens_of(REPLY, "s1", "t1"):
-            await tokens.publish(token)
+            await policy.publish(token)
 
         async def spoken() -> list[TtsChunk]:
             chunks = await read_topic(redis_client, TTS_CHUNK, bus_settings.partitions)

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from contracts import ChatMessage
 from contracts.topics import CHAT_MESSAGE
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import Bus, BusSettings, Producer, Stage, StageRuntime, consumes
 from services.bus.partitions import stream_for
 from services.bus.redis_server import free_port
 from services.telemetry import metrics
@@ -40,73 +40,82 @@ def backlog(stage: str, stream: str) -> tuple[float, float]:
     )
 
 
+class SlowReader(Stage):
+    """Holds every message until `release` is set."""
+
+    name = "slow-reader"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.release = asyncio.Event()
+        self.handled: list[int] = []
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, chat: ChatMessage) -> None:
+        await self.release.wait()
+        self.handled.append(chat.seq)
+
+
 async def test_lag_and_pending_follow_the_messages_waiting_for_a_stage(
     bus_settings: BusSettings, redis_client: Redis
 ) -> None:
-    release = asyncio.Event()
-    handled: list[int] = []
-    stage = Stage("slow-reader")
-
-    @stage.consumer(CHAT_MESSAGE)
-    async def on_chat(chat: ChatMessage) -> None:
-        await release.wait()
-        handled.append(chat.seq)
-
-    source = Stage("chat-source")
-    chats = source.publisher(CHAT_MESSAGE)
     stream = stream_for(CHAT_MESSAGE, "s1", bus_settings.partitions)
-    reader = StageRuntime(stage, bus_settings)
-    async with reader:
+    first = StageRuntime(SlowReader, bus_settings)
+    async with first:
 
         async def groups_made() -> bool:
-            return all([await redis_client.exists(s) for _, s in reader.consumed_streams()])
+            return all([await redis_client.exists(s) for _, s in first.consumed_streams()])
 
         await wait_until(groups_made, what="the reader's groups")
     # The reader is stopped now, as if it had crashed; it still says which streams are its own.
-    metrics.watch(reader)
+    metrics.watch(first)
     try:
-        async with StageRuntime(source, bus_settings):
+        async with Producer(bus_settings, "chat-source", [CHAT_MESSAGE]) as source:
             for seq in range(3):
-                await chats.publish(viewer_chat("s1", seq))
+                await source.publish(viewer_chat("s1", seq))
         assert backlog("slow-reader", stream) == (3, 0)  # waiting, unread
-
-        async with reader:
-            await wait_until(
-                lambda: asyncio.sleep(0, backlog("slow-reader", stream) == (0, 3)),
-                what="the reader holding all three",
-            )
-            release.set()
-            await wait_until(lambda: asyncio.sleep(0, len(handled) == 3), what="all handled")
-            await wait_until(
-                lambda: asyncio.sleep(0, backlog("slow-reader", stream) == (0, 0)),
-                what="all acknowledged",
-            )
-            handled_label = frozenset(
-                {("stage", "slow-reader"), ("topic", "chat.message"), ("outcome", "handled")}
-            )
-            await wait_until(
-                lambda: asyncio.sleep(
-                    0, scrape()[("marionette_consumed_messages_total", handled_label)] == 3
-                ),
-                what="three handled on /metrics",
-            )
     finally:
-        metrics.unwatch(reader)
+        metrics.unwatch(first)
+
+    async with StageRuntime(SlowReader, bus_settings) as reader:
+        await wait_until(
+            lambda: asyncio.sleep(0, backlog("slow-reader", stream) == (0, 3)),
+            what="the reader holding all three",
+        )
+        reader.stage.release.set()
+        await wait_until(
+            lambda: asyncio.sleep(0, len(reader.stage.handled) == 3), what="all handled"
+        )
+        await wait_until(
+            lambda: asyncio.sleep(0, backlog("slow-reader", stream) == (0, 0)),
+            what="all acknowledged",
+        )
+        handled_label = frozenset(
+            {("stage", "slow-reader"), ("topic", "chat.message"), ("outcome", "handled")}
+        )
+        await wait_until(
+            lambda: asyncio.sleep(
+                0, scrape()[("marionette_consumed_messages_total", handled_label)] == 3
+            ),
+            what="three handled on /metrics",
+        )
+
+
+class StrictReader(Stage):
+    name = "strict-reader"
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, chat: ChatMessage) -> None:
+        pass
 
 
 async def test_a_dead_letter_is_counted_and_served_over_http(
     bus_settings: BusSettings, redis_client: Redis
 ) -> None:
-    stage = Stage("strict-reader")
-
-    @stage.consumer(CHAT_MESSAGE)
-    async def on_chat(chat: ChatMessage) -> None:
-        pass
-
     port = free_port()
     assert metrics.serve_metrics(port, "127.0.0.1")
     stream = stream_for(CHAT_MESSAGE, "s1", bus_settings.partitions)
-    async with StageRuntime(stage, bus_settings):
+    async with StageRuntime(StrictReader, bus_settings):
         await redis_client.xadd(stream, {"data": b"not json"})
 
         def page() -> str:

@@ -5,7 +5,6 @@ import asyncio
 import math
 import struct
 from pathlib import Path
-from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -17,7 +16,8 @@ from contracts.topics import (
     CONTROL,
     POLICY_TOKEN,
 )
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import Bus, BusSettings, Producer, Stage, StageRuntime, consumes
+from services.bus.partitions import stream_for
 from services.replay.pacing import BACKLOG_WINDOW, CHECK_EVERY, live_backlog
 from services.replay.recorder import RecordedList, Recorder, StopAfter
 from services.replay.recording import Recording, RecordingHeader, RecordingWriter
@@ -64,17 +64,9 @@ def interrupt(seq: int) -> Control:
     return Control(session_id="s1", seq=seq, command=Interrupt(target_turn_id="t1"))
 
 
-class Producer:
+def producer(settings: BusSettings) -> Producer:
     """Publishes every kind of message through the real runtime (headers and all)."""
-
-    def __init__(self) -> None:
-        self.stage = Stage("producer")
-        self.by_topic = {t.name: self.stage.publisher(t) for t in ALL_TOPICS}
-
-    async def publish(self, *messages: object) -> None:
-        for message in messages:
-            topic = next(t for t in ALL_TOPICS if type(message) is t.model)
-            await self.by_topic[topic.name].publish(message)  # type: ignore[arg-type]
+    return Producer(settings, "producer", ALL_TOPICS)
 
 
 async def every_entry(client: Redis) -> Entries:
@@ -94,20 +86,21 @@ async def test_a_round_trip_reproduces_every_message_byte_for_byte(
 ) -> None:
     path = tmp_path / "mixed.mrec"
     writer = RecordingWriter(path, RecordingHeader(tuple(t.name for t in ALL_TOPICS), 4))
-    producer = Producer()
     recorder = Recorder(redis_client, ALL_TOPICS, bus_settings.partitions, writer)
     stop = asyncio.Event()
     recording = asyncio.create_task(recorder.run(stop))
     await recorder.ready.wait()
-    async with StageRuntime(producer.stage, bus_settings):
+    async with producer(bus_settings) as out:
         pcm = tone(320, 16000)
         frames = [
-            AudioFrame(session_id=f"mic{s}", turn_id="c1", seq=i, pcm=pcm, captured_at=1e9 + i)
+            AudioFrame(
+                session_id=f"mic{s}", message_id=f"c1:{i}", seq=i, pcm=pcm, captured_at=1e9 + i
+            )
             for i in range(60)
             for s in range(3)
         ]
-        await producer.publish(*frames, chat("t1"), *reply("t1", "Hi"))
-        await producer.publish(interrupt(0))
+        for message in [*frames, chat("t1"), *reply("t1", "Hi"), interrupt(0)]:
+            await out.publish(message)
     await redis_client.xadd("chat.message.p0", {b"not": b"a FastStream message"})
     await asyncio.sleep(0.5)
     stop.set()
@@ -135,13 +128,13 @@ async def test_the_chosen_topics_only_are_recorded_and_replayed(
     bus_settings: BusSettings, redis_client: Redis
 ) -> None:
     sink = RecordedList()
-    producer = Producer()
     recorder = Recorder(redis_client, [CHAT_MESSAGE, POLICY_TOKEN], bus_settings.partitions, sink)
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
     await recorder.ready.wait()
-    async with StageRuntime(producer.stage, bus_settings):
-        await producer.publish(chat("t1"), *reply("t1", "Hi"))
+    async with producer(bus_settings) as out:
+        for message in [chat("t1"), *reply("t1", "Hi")]:
+            await out.publish(message)
     await asyncio.sleep(0.4)
     stop.set()
     stats = await task
@@ -153,14 +146,14 @@ async def test_the_recorder_stops_by_itself_once_the_turns_finished(
     bus_settings: BusSettings, redis_client: Redis
 ) -> None:
     sink = RecordedList()
-    producer = Producer()
     recorder = Recorder(redis_client, ALL_TOPICS, bus_settings.partitions, sink)
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop, StopAfter(turns=2, linger_s=0.3)))
     await recorder.ready.wait()
-    async with StageRuntime(producer.stage, bus_settings):
+    async with producer(bus_settings) as out:
         for turn in ("t1", "t2"):
-            await producer.publish(chat(turn), *reply(turn, f"Answer {turn}"))
+            for message in [chat(turn), *reply(turn, f"Answer {turn}")]:
+                await out.publish(message)
         stats = await asyncio.wait_for(task, 10)
     assert not stop.is_set()
     assert stats.turns_finished == 2
@@ -176,28 +169,32 @@ async def test_a_duration_ends_the_recording(
     assert stats.messages == 0
 
 
+class Listener(Stage):
+    name = "listener"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.handled: list[str] = []
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, message: ChatMessage) -> None:
+        self.handled.append(message.text)
+
+
 async def test_the_recorder_is_invisible_to_the_stages(
     bus_settings: BusSettings, redis_client: Redis
 ) -> None:
-    handled: list[str] = []
-    stage = Stage("listener")
-
-    @stage.consumer(CHAT_MESSAGE)
-    async def on_chat(message: ChatMessage) -> None:
-        handled.append(message.text)
-
     sink = RecordedList()
-    producer = Producer()
     recorder = Recorder(redis_client, ALL_TOPICS, bus_settings.partitions, sink)
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
     await recorder.ready.wait()
-    async with StageRuntime(stage, bus_settings), StageRuntime(producer.stage, bus_settings):
+    async with StageRuntime(Listener, bus_settings) as listener, producer(bus_settings) as out:
         for seq in range(20):
-            await producer.publish(chat("t1", seq, f"line {seq}"))
+            await out.publish(chat("t1", seq, f"line {seq}"))
 
         async def all_handled() -> bool:
-            return len(handled) == 20
+            return len(listener.stage.handled) == 20
 
         await wait_until(all_handled, what="the listener to get every line")
     stop.set()
@@ -214,14 +211,13 @@ async def test_a_paced_replay_keeps_the_recorded_spacing_divided_by_the_speed(
 ) -> None:
     path = tmp_path / "paced.mrec"
     writer = RecordingWriter(path, RecordingHeader(("control",), bus_settings.partitions))
-    producer = Producer()
     recorder = Recorder(redis_client, [CONTROL], bus_settings.partitions, writer)
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
     await recorder.ready.wait()
-    async with StageRuntime(producer.stage, bus_settings):
+    async with producer(bus_settings) as out:
         for seq in range(5):
-            await producer.publish(interrupt(seq))
+            await out.publish(interrupt(seq))
             await asyncio.sleep(0.2)
     stop.set()
     await task
@@ -239,75 +235,75 @@ async def test_a_paced_replay_keeps_the_recorded_spacing_divided_by_the_speed(
     assert doubled < 0.75 * at_pace
 
 
+class SlowChat(Stage):
+    name = "slow"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.handled = 0
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, message: ChatMessage) -> None:
+        await asyncio.sleep(0.002)
+        self.handled += 1
+
+
+async def record_chat_lines(settings: BusSettings, client: Redis, path: Path, count: int) -> str:
+    """Record `count` chat lines of one session; the stream they were on, emptied again."""
+    writer = RecordingWriter(path, RecordingHeader(("chat.message",), settings.partitions))
+    recorder = Recorder(client, [CHAT_MESSAGE], settings.partitions, writer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    await recorder.ready.wait()
+    async with producer(settings) as out:
+        for seq in range(count):
+            await out.publish(chat("t1", seq, f"line {seq}"))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    writer.close()
+    stream = stream_for(CHAT_MESSAGE, "s1", settings.partitions)
+    await client.delete(stream)
+    return stream
+
+
 async def test_a_fast_replay_waits_for_a_slow_consumer(
     bus_settings: BusSettings, redis_client: Redis, tmp_path: Path
 ) -> None:
     count = 600
     path = tmp_path / "many.mrec"
-    writer = RecordingWriter(path, RecordingHeader(("control",), bus_settings.partitions))
-    recorder = Recorder(redis_client, [CONTROL], bus_settings.partitions, writer)
-    stop = asyncio.Event()
-    task = asyncio.create_task(recorder.run(stop))
-    await recorder.ready.wait()
-    producer = Producer()
-    async with StageRuntime(producer.stage, bus_settings):
-        for seq in range(count):
-            await producer.publish(interrupt(seq))
-    stop.set()
-    await task
-    writer.close()
-    await redis_client.delete("control")
-
-    slow = Stage("slow")
-    handled = 0
-
-    @slow.consumer(CONTROL)
-    async def on_control(control: Control) -> None:
-        nonlocal handled
-        await asyncio.sleep(0.002)
-        handled += 1
-
+    stream = await record_chat_lines(bus_settings, redis_client, path, count)
     worst = 0
 
     async def watch() -> None:
         nonlocal worst
         while True:
-            backlog, _ = await live_backlog(redis_client, "control")
+            backlog, _ = await live_backlog(redis_client, stream)
             worst = max(worst, backlog)
             await asyncio.sleep(0.005)
 
-    async with StageRuntime(slow, bus_settings):
+    async with StageRuntime(SlowChat, bus_settings) as slow:
         await asyncio.sleep(0.3)  # the group and its consumer exist
         watcher = asyncio.create_task(watch())
         sent = await replay_entries(redis_client, Recording(path), bus_settings, speed=None)
         watcher.cancel()
-    assert sent["control"] == count
+        handled = slow.stage.handled
+    assert sent["chat.message"] == count
     assert 0 < worst <= BACKLOG_WINDOW + CHECK_EVERY + 8
-    assert cast(int, handled) > count - BACKLOG_WINDOW - CHECK_EVERY - 8
+    assert handled > count - BACKLOG_WINDOW - CHECK_EVERY - 8
 
 
 async def test_a_fast_replay_does_not_wait_on_a_group_nobody_runs(
     bus_settings: BusSettings, redis_client: Redis, tmp_path: Path
 ) -> None:
-    await redis_client.xgroup_create("control", "left-over", id="0", mkstream=True)
     path = tmp_path / "some.mrec"
-    writer = RecordingWriter(path, RecordingHeader(("control",), bus_settings.partitions))
-    recorder = Recorder(redis_client, [CONTROL], bus_settings.partitions, writer)
-    stop = asyncio.Event()
-    task = asyncio.create_task(recorder.run(stop))
-    await recorder.ready.wait()
-    producer = Producer()
-    async with StageRuntime(producer.stage, bus_settings):
-        for seq in range(400):
-            await producer.publish(interrupt(seq))
-    stop.set()
-    await task
-    writer.close()
+    stream = await record_chat_lines(bus_settings, redis_client, path, 400)
+    await redis_client.xgroup_create(stream, "left-over", id="0", mkstream=True)
     # "left-over" never reads: with nobody to wait for, the replay must not stall on it.
     sent = await asyncio.wait_for(
         replay_entries(redis_client, Recording(path), bus_settings, speed=None), 20
     )
-    assert sent["control"] == 400
+    assert sent["chat.message"] == 400
 
 
 async def test_entries_trimmed_before_the_recorder_read_them_are_counted_as_lost(

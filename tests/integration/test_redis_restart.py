@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
-from services.bus import Stage, StageRuntime, load_bus_settings
+from services.bus import Producer, load_bus_settings
 from services.bus.redis_server import EmbeddedRedis
 from tests.helpers import read_topic, viewer_chat, wait_until
 from tests.integration.workers import echo_workers
@@ -19,12 +19,8 @@ pytestmark = pytest.mark.integration
 async def test_consumers_recover_from_a_redis_restart_without_losing_messages(
     restartable_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    settings = load_bus_settings(
-        redis_url=restartable_redis.url, claim_idle_ms=400, lease_ms=900, partitions=4
-    )
+    settings = load_bus_settings(redis_url=restartable_redis.url, lease_ms=900, partitions=4)
     sessions, per_session, restart_at, outage_s = ["a", "b", "c"], 80, 30, 1.5
-    producer = Stage("producer")
-    chats = producer.publisher(CHAT_MESSAGE)
     published: set[tuple[str, int]] = set()
     client: Redis = Redis.from_url(restartable_redis.url)
 
@@ -41,12 +37,12 @@ async def test_consumers_recover_from_a_redis_restart_without_losing_messages(
 
     with echo_workers(settings, tmp_path) as workers:
         worker = workers.start("worker")
-        async with StageRuntime(producer, settings):
+        async with Producer(settings, "producer", [CHAT_MESSAGE]) as producer:
             for seq in range(per_session):
                 if seq == restart_at:
                     restart = asyncio.create_task(outage())
                 for session in sessions:
-                    await chats.publish(viewer_chat(session, seq))
+                    await producer.publish(viewer_chat(session, seq))
                     published.add((session, seq))
                 await asyncio.sleep(0.01)
 

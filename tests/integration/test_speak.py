@@ -1,29 +1,32 @@
-"""Speaking and moving: real Piper audio, lip-sync, ordered chunks, playback to WAV."""
+"""Speaking and moving with real Piper audio: it transcribes back, the mouth follows it, and
+a reply goes through tts, avatar and playback on Redis. (The stages' own logic is tested
+in memory: tests/unit/test_{tts,avatar,playback}_stage.py.)"""
 
-import asyncio
 import wave
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soxr
 from redis.asyncio import Redis
 
-from contracts import AvatarExpr, PlaybackProgress, PolicyToken, TtsChunk
-from contracts.topics import AVATAR_EXPR, PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK
+from contracts import AvatarExpr, Envelope, PlaybackProgress, PolicyToken, TtsChunk
+from contracts.topics import AVATAR_EXPR, PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK, Topic
+from contracts.turns import playback_ended
 from services.asr.recognizer import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
 from services.audio_levels import frame_loudness_db
-from services.avatar import stage as avatar
 from services.avatar.mouth import mouth_track
 from services.avatar.settings import AvatarSettings
-from services.bus import BusSettings, Stage, StageRuntime
-from services.playback import stage as playback
+from services.avatar.stage import AvatarStage
+from services.bus import Bus, BusSettings, Producer, StageRuntime
 from services.playback.settings import PlaybackSettings
 from services.playback.sinks import WavSink
-from services.tts import stage as tts
+from services.playback.stage import PlaybackStage
 from services.tts.settings import TtsSettings
+from services.tts.stage import TtsStage
 from services.tts.synthesizer import PiperSynthesizer, Speech
 from tests.helpers import read_topic, wait_until, word_error_rate
 
@@ -45,7 +48,7 @@ def whisper() -> FasterWhisperRecognizer:
 def to_16k(speech: Speech) -> bytes:
     samples = np.frombuffer(speech.pcm, dtype="<i2").astype(np.float32) / 32768.0
     resampled = soxr.resample(samples, speech.sample_rate, 16_000)
-    return (np.clip(resampled, -1, 1) * 32767).astype("<i2").tobytes()
+    return bytes((np.clip(resampled, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 @pytest.mark.parametrize(
@@ -110,42 +113,44 @@ def tokens_of(text: str, session: str, turn: str) -> list[PolicyToken]:
     return tokens
 
 
-@pytest.fixture
-def playback_dir(tmp_path: Path) -> Iterator[Path]:
-    previous = playback.service.put(
-        playback.PlaybackService(
-            PlaybackSettings(realtime=False), WavSink(tmp_path, realtime=False)
-        )
-    )
-    yield tmp_path
-    playback.service.put(previous)
-
-
 async def test_a_three_sentence_reply_is_spoken_played_and_lip_synced(
-    bus_settings: BusSettings, redis_client: Redis, piper: PiperSynthesizer, playback_dir: Path
+    bus_settings: BusSettings, redis_client: Redis, piper: PiperSynthesizer, tmp_path: Path
 ) -> None:
-    tts.service.put(tts.TtsService(TtsSettings(), piper))
-    avatar.service.put(avatar.AvatarService(AvatarSettings()))
-    policy = Stage("policy-stand-in")
-    tokens = policy.publisher(POLICY_TOKEN)
+    """Real Piper, real Redis: policy's tokens -> tts -> playback (WAV) and avatar."""
+
+    async def build_tts(bus: Bus) -> TtsStage:
+        return TtsStage(TtsSettings(), piper, bus)
+
+    async def build_avatar(bus: Bus) -> AvatarStage:
+        return AvatarStage(AvatarSettings(), bus)
+
+    async def build_playback(bus: Bus) -> PlaybackStage:
+        return PlaybackStage(PlaybackSettings(realtime=False), WavSink(tmp_path, False), bus)
+
+    def on(topic: Topic[Any]) -> Callable[[], Awaitable[list[Envelope]]]:
+        async def read() -> list[Envelope]:
+            return await read_topic(redis_client, topic, bus_settings.partitions)
+
+        return read
+
+    chunks_out, exprs_out, progress_out = on(TTS_CHUNK), on(AVATAR_EXPR), on(PLAYBACK_PROGRESS)
     async with (
-        StageRuntime(tts.stage, bus_settings),
-        StageRuntime(avatar.stage, bus_settings),
-        StageRuntime(playback.stage, bus_settings),
-        StageRuntime(policy, bus_settings),
+        StageRuntime(TtsStage, bus_settings, build=build_tts),
+        StageRuntime(AvatarStage, bus_settings, build=build_avatar),
+        StageRuntime(PlaybackStage, bus_settings, build=build_playback),
+        Producer(bus_settings, "policy-stand-in", [POLICY_TOKEN]) as policy,
     ):
         for token in tokens_of(REPLY, "s1", "t1"):
-            await tokens.publish(token)
+            await policy.publish(token)
 
-        async def finished() -> bool:
-            progress = await read_topic(redis_client, PLAYBACK_PROGRESS, bus_settings.partitions)
-            return any(isinstance(p, PlaybackProgress) and p.state == "finished" for p in progress)
+        async def over() -> bool:
+            played = any(playback_ended(p) for p in await progress_out())
+            return played and any(
+                isinstance(e, AvatarExpr) and e.state == "idle" for e in await exprs_out()
+            )
 
-        await wait_until(finished, timeout_s=60, what="the reply to finish playing")
-        await asyncio.sleep(0.3)
-        chunks = [c for c in await read_topic(redis_client, TTS_CHUNK, bus_settings.partitions)]
-        exprs = await read_topic(redis_client, AVATAR_EXPR, bus_settings.partitions)
-        progress = await read_topic(redis_client, PLAYBACK_PROGRESS, bus_settings.partitions)
+        await wait_until(over, timeout_s=60, what="the reply to play and the mouth to shut")
+        chunks, exprs, progress = await chunks_out(), await exprs_out(), await progress_out()
 
     assert all(isinstance(c, TtsChunk) for c in chunks)
     spoken = [c for c in chunks if isinstance(c, TtsChunk)]
@@ -158,15 +163,16 @@ async def test_a_three_sentence_reply_is_spoken_played_and_lip_synced(
     assert spoken[0].expressions == ["happy"]
     assert all(c.alignments for c in spoken if c.text), "Piper gives phoneme timings"
 
-    with wave.open(str(playback_dir / "s1" / "t1.wav"), "rb") as wav:
+    with wave.open(str(tmp_path / "s1" / "t1.wav"), "rb") as wav:
         played = wav.readframes(wav.getnframes())
         assert wav.getframerate() == spoken[0].sample_rate
     assert played == b"".join(c.pcm for c in spoken), "the WAV is the chunks joined"
 
-    states = [(p.chunk_index, p.state) for p in progress if isinstance(p, PlaybackProgress)]
-    assert states[-1] == (len(spoken) - 1, "finished")
+    reports = [p for p in progress if isinstance(p, PlaybackProgress)]
+    assert [(p.chunk_index, p.state) for p in reports][-1] == (len(spoken) - 1, "finished")
+    assert [p.seq for p in reports] == list(range(len(reports)))
     total = sum(c.duration_s for c in spoken)
-    assert progress[-1].played_s == pytest.approx(total, abs=0.01)  # type: ignore[attr-defined]
+    assert reports[-1].played_s == pytest.approx(total, abs=0.01)
 
     speaking = [e for e in exprs if isinstance(e, AvatarExpr) and e.state == "speaking"]
     assert len(speaking) == len([c for c in spoken if c.pcm])
@@ -176,21 +182,4 @@ async def test_a_three_sentence_reply_is_spoken_played_and_lip_synced(
         assert max(expr.mouth_open) > 0.5
     assert isinstance(exprs[-1], AvatarExpr)
     assert exprs[-1].state == "idle"
-
-
-async def test_chunks_out_of_order_are_played_in_order(
-    bus_settings: BusSettings, playback_dir: Path
-) -> None:
-    def chunk(index: int, final: bool = False) -> TtsChunk:
-        pcm = np.full(2205, index + 1, dtype="<i2").tobytes()
-        return TtsChunk(
-            session_id="s2", turn_id="t9", seq=index, index=index, final=final,
-            text=f"part {index}", sample_rate=22_050, pcm=pcm,
-        )  # fmt: skip
-
-    chunks = [chunk(0), chunk(1), chunk(2, final=True)]
-    async with StageRuntime(playback.stage, bus_settings):
-        for index in (1, 0, 0, 2):  # late, early, a duplicate
-            await (await playback.service.get()).handle(chunks[index])
-    with wave.open(str(playback_dir / "s2" / "t9.wav"), "rb") as wav:
-        assert wav.readframes(wav.getnframes()) == b"".join(c.pcm for c in chunks)
+    assert exprs[-1].offset_s == pytest.approx(total), "the mouth shuts where the audio ends"

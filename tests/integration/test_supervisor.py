@@ -1,4 +1,5 @@
-"""`marionette up`'s supervisor: restarts crashed stages, prefixes their logs, stops cleanly."""
+"""`marionette up`'s supervisor: restarts dead stages (at once when they had been serving, after
+a growing delay when they never got ready), prefixes their logs, stops cleanly."""
 
 import os
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.bus import BusSettings
-from services.supervisor import StageFailed, Supervisor
+from services.supervisor import FIRST_RESTART_DELAY_S, StageFailed, Supervisor
 from tests.integration.workers import start_marionette
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ def run_until(supervisor: Supervisor, done: Callable[[], bool], timeout_s: float
         time.sleep(0.05)
 
 
-def test_crashed_child_restarts_and_finished_child_stays_down(tmp_path: Path) -> None:
+def test_a_child_that_never_got_ready_restarts_after_a_growing_delay(tmp_path: Path) -> None:
     counter = tmp_path / "starts"
     lines: list[tuple[str, str]] = []
     supervisor = Supervisor(
@@ -53,14 +54,49 @@ def test_crashed_child_restarts_and_finished_child_stays_down(tmp_path: Path) ->
     assert counter.read_text() == "xxx"
     flaky = [line for stage, line in lines if stage == "flaky"]
     assert [line for line in flaky if line.startswith("start")] == ["start 1", "start 2", "start 3"]
-    crashes = [line for line in flaky if "crashed (exit 1)" in line]
+    crashes = [line for line in flaky if "died (exit 1) before it was ready" in line]
     assert len(crashes) == 2
-    # The delay doubles between crashes.
+    # A crash loop: the delay doubles between crashes.
     assert "restarting in 1 s" in crashes[0]
     assert "restarting in 2 s" in crashes[1]
     assert ("done", "all done") in lines
     assert ("done", "[supervisor] finished") in lines
     assert not any("restarting" in line for stage, line in lines if stage == "done")
+
+
+def test_a_child_that_was_serving_restarts_at_once(tmp_path: Path) -> None:
+    counter = tmp_path / "starts"
+    lines: list[tuple[float, str]] = []
+    ready: list[str] = []
+    supervisor = Supervisor(
+        {
+            # Says it is serving, then dies on its first two runs; the third finishes.
+            "serving": python(
+                f"import os, pathlib, sys, time; p = pathlib.Path({str(counter)!r}); "
+                "n = len(p.read_text()) if p.exists() else 0; p.write_text('x' * (n + 1)); "
+                "os.write(int(os.environ['MARIONETTE_READY_FD']), b'ready'); "
+                "print(f'start {n + 1}', flush=True); time.sleep(0.3); "
+                "sys.exit(1 if n < 2 else 0)"
+            ),
+        },
+        os.environ,
+        lambda stage, line: lines.append((time.monotonic(), line)),
+        on_ready=lambda child: ready.append(child.name),
+    )
+    supervisor.start()
+    try:
+        run_until(supervisor, lambda: not supervisor.running(), timeout_s=20)
+    finally:
+        supervisor.stop()
+    assert counter.read_text() == "xxx"
+    assert ready == ["serving"] * 3
+    texts = [line for _, line in lines]
+    assert texts.count("[supervisor] died (exit 1) while serving; restarting now") == 2
+    assert not any("before it was ready" in line for line in texts)
+    died = [t for t, line in lines if line.startswith("[supervisor] died")]
+    starts = {line: t for t, line in lines if line.startswith("start ")}
+    for n, died_at in zip((2, 3), died, strict=True):
+        assert starts[f"start {n}"] - died_at < FIRST_RESTART_DELAY_S, "restarted without delay"
 
 
 def test_config_error_stops_everything_with_the_stage_named() -> None:
@@ -114,7 +150,9 @@ def test_up_restarts_a_killed_stage_and_stops_on_sigint(
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         text = log.read_text()
-        assert "monitor | [supervisor] crashed (killed by SIGKILL); restarting in 1 s" in text
+        # It had said it was serving: restarted at once (same replica id), no back-off.
+        died = "died (killed by SIGKILL) while serving; restarting now"
+        assert f"monitor | [supervisor] {died}" in text
         assert "monitor | [supervisor] restarting (restart 1)" in text
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=30) == 0, log.read_text()

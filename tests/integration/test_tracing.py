@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from contracts import AudioFrame, ChatMessage, PolicyToken, TtsChunk
 from contracts.limits import AUDIO_FRAME_BYTES
 from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, POLICY_TOKEN, TTS_CHUNK
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import BusSettings, Producer, Publishes, Stage, StageRuntime, consumes
 from services.bus.partitions import stream_for
 from services.bus.tracing import TURN_ATTRIBUTE
 from services.bus.wire import StreamEntry, decode_entry
@@ -49,17 +49,14 @@ async def headers_of(client: Redis, stream: str, topic: object) -> dict[str, obj
     return decode_entry(StreamEntry(stream, entry_id, fields), topic, 10**7).headers  # type: ignore[arg-type]
 
 
-async def test_a_chat_turn_is_one_trace_and_tokens_make_no_spans(
-    bus_settings: BusSettings, redis_client: Redis, spans: InMemorySpanExporter
-) -> None:
-    policy, tts = Stage("policy-like"), Stage("tts-like")
-    tokens = policy.publisher(POLICY_TOKEN)
-    chunks = tts.publisher(TTS_CHUNK)
+class PolicyLike(Stage):
+    name = "policy-like"
+    tokens = Publishes(POLICY_TOKEN)
 
-    @policy.consumer(CHAT_MESSAGE)
-    async def on_chat(chat: ChatMessage) -> None:
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, chat: ChatMessage) -> None:
         for index in range(5):
-            await tokens.publish(
+            await self.tokens.publish(
                 PolicyToken(
                     session_id=chat.session_id, turn_id=chat.turn_id, seq=index, index=index,
                     text="" if index == 4 else "word ", final=index == 4,
@@ -68,25 +65,32 @@ async def test_a_chat_turn_is_one_trace_and_tokens_make_no_spans(
                 )
             )  # fmt: skip
 
-    @tts.consumer(POLICY_TOKEN)
-    async def on_token(token: PolicyToken) -> None:
+
+class TtsLike(Stage):
+    name = "tts-like"
+    chunks = Publishes(TTS_CHUNK)
+
+    @consumes(POLICY_TOKEN)
+    async def on_token(self, token: PolicyToken) -> None:
         if token.final:
-            await chunks.publish(
+            await self.chunks.publish(
                 TtsChunk(
                     session_id=token.session_id, turn_id=token.turn_id, seq=0, index=0,
                     final=True, text="word", sample_rate=22050, pcm=b"\0\0" * 100,
                 )
             )  # fmt: skip
 
-    outside = Stage("chat-source")
-    chats = outside.publisher(CHAT_MESSAGE)
+
+async def test_a_chat_turn_is_one_trace_and_tokens_make_no_spans(
+    bus_settings: BusSettings, redis_client: Redis, spans: InMemorySpanExporter
+) -> None:
     chunk_stream = stream_for(TTS_CHUNK, "s1", bus_settings.partitions)
     async with (
-        StageRuntime(policy, bus_settings),
-        StageRuntime(tts, bus_settings),
-        StageRuntime(outside, bus_settings),
+        StageRuntime(PolicyLike, bus_settings),
+        StageRuntime(TtsLike, bus_settings),
+        Producer(bus_settings, "chat-source", [CHAT_MESSAGE]) as outside,
     ):
-        await chats.publish(viewer_chat("s1", 0))
+        await outside.publish(viewer_chat("s1", 0))
 
         async def chunk_out() -> bool:
             return await redis_client.xlen(chunk_stream) == 1
@@ -125,17 +129,20 @@ async def test_a_chat_turn_is_one_trace_and_tokens_make_no_spans(
 async def test_frames_and_untraced_messages_stay_out_of_traces(
     bus_settings: BusSettings, redis_client: Redis, spans: InMemorySpanExporter
 ) -> None:
-    source = Stage("frame-source")
-    frames = source.publisher(AUDIO_FRAME)
-    chunks = source.publisher(TTS_CHUNK)
     tracer = trace.get_tracer("test")
-    async with StageRuntime(source, bus_settings):
+    async with Producer(bus_settings, "frame-source", [AUDIO_FRAME, TTS_CHUNK]) as source:
         with tracer.start_as_current_span("an utterance"):
-            await frames.publish(
-                AudioFrame(session_id="s1", seq=0, pcm=b"\0" * AUDIO_FRAME_BYTES[1], captured_at=1)
+            await source.publish(
+                AudioFrame(
+                    session_id="s1",
+                    message_id="run1:0",
+                    seq=0,
+                    pcm=b"\0" * AUDIO_FRAME_BYTES[1],
+                    captured_at=1,
+                )
             )
         # A chunk published outside any trace (like an avatar blink) starts none.
-        await chunks.publish(
+        await source.publish(
             TtsChunk(
                 session_id="s1",
                 turn_id="t",

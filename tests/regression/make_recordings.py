@@ -16,7 +16,7 @@ from pathlib import Path
 
 from contracts import ChatMessage
 from contracts.topics import CHAT_MESSAGE
-from services.bus import BusSettings, Stage, StageRuntime, load_bus_settings
+from services.bus import BusSettings, Producer, load_bus_settings
 from services.bus.redis_server import EmbeddedRedis
 from services.capture.stage import SAMPLE_CONVERSATION
 from tests.regression.pipeline import RECORDED_TOPICS, RECORDINGS, marionette, replay_stages
@@ -42,9 +42,7 @@ def finish_recording(process: "subprocess.Popen[bytes]", name: str, folder: Path
 
 
 async def say_in_chat(bus: BusSettings) -> None:
-    viewer = Stage("viewer")
-    chats = viewer.publisher(CHAT_MESSAGE)
-    async with StageRuntime(viewer, bus):
+    async with Producer(bus, "viewer", [CHAT_MESSAGE]) as chats:
         for seq, line in enumerate(CHAT_LINES):
             await chats.publish(
                 ChatMessage(

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from contracts import Control, PersonaChange
 from contracts.topics import CONTROL
-from services.bus import BusSettings, Stage, StageRuntime, load_bus_settings
+from services.bus import BusSettings, Producer, load_bus_settings
 from services.policy.persona import BUNDLED_PERSONAS, PERSONA_KEY, load_persona_file
 from services.replay.recording import Recording
 from tests.e2e.sample_run import Pipeline
@@ -86,11 +86,9 @@ def test_the_chat_lines_are_answered_as_recorded(bus: BusSettings, stages: Pipel
 
 async def change_persona(bus: BusSettings, persona: str) -> None:
     name = load_persona_file(BUNDLED_PERSONAS / f"{persona}.toml").name
-    panel = Stage("panel")
-    controls = panel.publisher(CONTROL)
     client: Redis = Redis.from_url(bus.redis_url or "")
     try:
-        async with StageRuntime(panel, bus):
+        async with Producer(bus, "panel", [CONTROL]) as controls:
             change = PersonaChange(persona=persona)
             # A turn id per persona: a second control of the same ids would be a duplicate.
             control = Control(session_id="panel", turn_id=persona, seq=0, command=change)

@@ -1,6 +1,7 @@
 """avatar in memory: a mouth track per chunk, idle at the end, interrupts, blinks, crashes."""
 
 import asyncio
+import random
 from typing import Any
 
 import numpy as np
@@ -8,7 +9,6 @@ import pytest
 
 from contracts import AvatarExpr, Control, Envelope, Interrupt, TtsChunk
 from contracts.topics import AVATAR_EXPR
-from services.avatar import stage as avatar_module
 from services.avatar.settings import AvatarSettings
 from services.avatar.stage import INTERRUPTED_SEQ, AvatarStage
 from services.bus.harness import SimulatedCrash, StageHarness
@@ -173,7 +173,7 @@ async def test_a_crash_mid_turn_moves_the_mouth_once_per_chunk_and_ends_idle_onc
 async def test_blinks_count_from_0_per_session_under_an_origin_of_their_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(avatar_module.random, "uniform", lambda low, high: 0.0)  # no waiting
+    monkeypatch.setattr(random, "uniform", lambda low, high: 0.0)  # blinks without waiting
     avatar = harness()
     await avatar.send(*chunks_of(TEXTS[:1], session="a", expressions=["sad"]))
     await avatar.send(*chunks_of(TEXTS[:1], session="b"))

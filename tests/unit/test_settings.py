@@ -222,7 +222,7 @@ def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) 
 
 def test_error_explains_what_the_setting_means(monkeypatch: pytest.MonkeyPatch) -> None:
     message = config_error(monkeypatch, MARIONETTE_PARTITIONS="0")
-    assert BusSettings.model_fields["partitions"].description in message
+    assert (BusSettings.model_fields["partitions"].description or "?") in message
 
 
 def test_bad_value_in_the_config_file_names_the_file(

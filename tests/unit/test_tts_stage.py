@@ -75,7 +75,7 @@ async def test_a_crash_mid_turn_loses_and_repeats_no_word(crash_at: int) -> None
     await tts.restart()
     rest = [t for t in tokens if t.index > max((t.index for t in tokens), default=0)]
     await tts.send(*tokens, *rest)  # the producer's retries, duplicates included
-    chunks: list[TtsChunk] = tts.published()  # type: ignore[assignment]
+    chunks: list[TtsChunk] = tts.published()
     assert [c.index for c in chunks] == list(range(len(chunks))), "contiguous, once each"
     assert sum(c.final for c in chunks) == 1
     assert " ".join(c.text for c in chunks if c.text) == REPLY
