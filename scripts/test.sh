@@ -4,5 +4,5 @@ source "$(dirname "$0")/bootstrap.sh" "test,kokoro"
 source "$(dirname "$0")/system_packages.sh"
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
-echo "== asyncapi"; .venv/bin/marionette asyncapi --check
+echo "== generated documents"; .venv/bin/marionette asyncapi --check && .venv/bin/marionette docs --check
 echo "== pytest"; exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -10,7 +10,8 @@ from pydantic_core import PydanticUndefined
 
 from services.settings import CONFIG_FILE_ENV, MarionetteSettings
 
-DOCUMENT_PATH = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCUMENT_PATH = REPO_ROOT / "docs" / "settings.md"
 
 PROCESS_VARIABLES = (
     (CONFIG_FILE_ENV, "`marionette.toml`", "The TOML file settings are read from, under the "
@@ -57,10 +58,9 @@ def _default(info: FieldInfo) -> str:
     if value is None:
         return "unset"
     if isinstance(value, Path):
-        try:
-            value = value.relative_to(Path.cwd())
-        except ValueError:
-            value = Path(*value.parts[-3:]) if value.is_absolute() else value
+        # Bundled files are shown from the repository (the same wherever it is run).
+        if value.is_absolute() and value.is_relative_to(REPO_ROOT):
+            value = value.relative_to(REPO_ROOT)
         return f"`{value}`"
     if isinstance(value, dict | list):
         return f"`{json.dumps(value)}`"

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -75,7 +74,9 @@ class BusNotRunning(RuntimeError):
 
 
 def new_replica_id(stage_name: str) -> str:
-    return f"{stage_name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    """Unique among live processes; the same for a container restarted in place (its host
+    name and pid 1 stay), so it takes its partitions straight back."""
+    return f"{stage_name}-{socket.gethostname()}-{os.getpid()}"
 
 
 class RedisPublisher:

@@ -31,7 +31,7 @@ class BusSettings(MarionetteSettings):
         pattern=r"^[A-Za-z0-9._\-]{1,64}$",
         description="This process's name among the stage's replicas; unique among live ones. "
         "A replica restarted under the same name takes its partitions back at once "
-        "(`marionette up` names them tts-1, tts-2...); unset: a new random name.",
+        "(`marionette up` names them tts-1, tts-2...); unset: stage-host-pid.",
     )
     partitions: int = Field(
         default=8, ge=1, le=256, description="Partition streams per ordered topic."

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,18 @@ def marionette(
         capture_output=True, text=True, timeout=timeout, cwd=cwd,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )  # fmt: skip
+
+
+def test_the_marionette_command_is_the_cli_app_and_lists_its_commands() -> None:
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "marionette"]
+    assert script.value == "services.cli.app:app"
+    helped = subprocess.run(
+        [str(Path(sys.executable).parent / "marionette"), "--help"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert helped.returncode == 0, helped.stderr
+    listed = set(re.findall(r"^│ (\w+) ", helped.stdout, flags=re.MULTILINE))
+    assert {"run", "up", "chat", "dlq", "record", "replay", "bench"} <= listed, helped.stdout
 
 
 class Listener(Stage):

@@ -15,8 +15,8 @@ from contracts import AudioFrame, ChatMessage, Control, Interrupt, PolicyToken
 from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, CONTROL, POLICY_TOKEN
 from services.bus import Bus, BusSettings, Producer, Publishes, Stage, StageRuntime, consumes
 from services.bus.dead_letters import list_dead_letters, redrive
-from services.bus.partitions import stream_for
-from tests.helpers import read_topic, viewer_chat, wait_until
+from services.bus.partitions import partition_of, stream_for
+from tests.helpers import partition_owners, read_topic, viewer_chat, wait_until
 from tests.integration.echo_worker import STARTED_LIST
 from tests.integration.workers import echo_workers
 
@@ -324,6 +324,40 @@ async def test_control_is_read_by_every_replica_without_a_consumer_group(
 
         await wait_until(both_saw_them, what="both replicas to handle both control messages")
     assert await redis_client.xinfo_groups("control") == []
+
+
+async def test_every_replica_reads_control_and_only_the_sessions_owner_answers_it(
+    bus_settings: BusSettings, redis_client: Redis, tmp_path: Path
+) -> None:
+    with echo_workers(bus_settings, tmp_path) as workers:
+        workers.start("replica-a")
+        workers.start("replica-b")
+
+        async def sharing() -> bool:
+            owners = await partition_owners(redis_client, "echo")
+            return len(owners) == bus_settings.partitions and set(owners.values()) == {
+                "replica-a",
+                "replica-b",
+            }
+
+        await wait_until(sharing, what="the two replicas to share the partitions")
+        owner = (await partition_owners(redis_client, "echo"))[
+            partition_of("s1", bus_settings.partitions)
+        ]
+        async with Producer(bus_settings, "producer", [CONTROL]) as producer:
+            await producer.publish(interrupt(7))
+
+        async def both_read_it() -> bool:
+            return {"replica-a s1 7", "replica-b s1 7"} <= set(await started(redis_client))
+
+        await wait_until(both_read_it, what="both replicas to handle the control message")
+        await asyncio.sleep(0.5)  # room for a (wrong) second answer to show up
+        answers = await read_topic(redis_client, POLICY_TOKEN, bus_settings.partitions)
+        runs = await started(redis_client)
+
+    assert sorted(runs) == ["replica-a s1 7", "replica-b s1 7"], "once each"
+    assert [(a.seq, getattr(a, "text", "")) for a in answers] == [(7, owner)]
+    assert await redis_client.xinfo_groups("control") == [], "no group: nothing pending"
 
 
 @pytest.mark.xfail(

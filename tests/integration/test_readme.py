@@ -1,4 +1,4 @@
-"""The README's worked example of a new consumer runs as printed."""
+"""The docs' worked example of a new stage runs as printed (docs/integrations.md)."""
 
 import asyncio
 import re
@@ -11,17 +11,17 @@ import pytest
 
 from contracts import PolicyToken
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
-from services.bus import BusSettings, Stage, StageRuntime
+from services.bus import BusSettings, Producer
 from tests.helpers import viewer_chat
 from tests.integration.workers import REPO_ROOT, worker_env
 
 pytestmark = pytest.mark.integration
 
 
-def readme_example(name: str) -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    match = re.search(rf"```python\n# {re.escape(name)}\n(.*?)```", readme, re.DOTALL)
-    assert match, f"README has no python block starting with '# {name}'"
+def docs_example(name: str) -> str:
+    page = (REPO_ROOT / "docs" / "integrations.md").read_text()
+    match = re.search(rf"```python\n# {re.escape(name)}\n(.*?)```", page, re.DOTALL)
+    assert match, f"docs/integrations.md has no python block starting with '# {name}'"
     return match.group(1)
 
 
@@ -38,16 +38,13 @@ async def test_the_captions_example_prints_chat_and_replies(
     bus_settings: BusSettings, tmp_path: Path
 ) -> None:
     script = tmp_path / "captions.py"
-    script.write_text(readme_example("captions.py"))
+    script.write_text(docs_example("captions.py"))
     output = tmp_path / "captions.out"
     process = start_script(script, bus_settings, output)
     try:
-        stage = Stage("viewer")
-        chats = stage.publisher(CHAT_MESSAGE)
-        tokens = stage.publisher(POLICY_TOKEN)
-        async with StageRuntime(stage, bus_settings):
-            await chats.publish(viewer_chat("show", 0))
-            await tokens.publish(
+        async with Producer(bus_settings, "viewer", [CHAT_MESSAGE, POLICY_TOKEN]) as out:
+            await out.publish(viewer_chat("show", 0))
+            await out.publish(
                 PolicyToken(
                     session_id="show", turn_id="t0", seq=0, text="", index=0, final=True,
                     reply_text="Hello, chat!", status="ok",
@@ -64,3 +61,12 @@ async def test_the_captions_example_prints_chat_and_replies(
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_the_readme_stays_short_and_its_links_resolve() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200, "details belong in docs/"
+    pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"

@@ -418,7 +418,7 @@ async def test_a_failure_after_tokens_went_out_ends_the_turn_without_a_retry() -
 # --- crashes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crash_at", range(1, 8))
+@pytest.mark.parametrize("crash_at", range(1, 10))  # the 9th is the final token
 async def test_a_crash_mid_reply_goes_on_from_the_same_text(crash_at: int) -> None:
     backend = ScriptedBackend()
     policy = harness(backend)
