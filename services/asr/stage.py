@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from pydantic import BaseModel
 
 from contracts import (
     AsrFinal,
@@ -65,13 +66,28 @@ from services.asr.endpointer import (
 from services.asr.recognizer import FasterWhisperRecognizer, SpeechRecognizer, Transcript
 from services.asr.settings import AsrSettings
 from services.asr.vad import make_vad
-from services.bus import Bus, Publishes, SessionMemory, Stage, consumes
+from services.bus import Bus, Checkpointed, Publishes, SessionMemory, Stage, consumes
 from services.bus.tracing import turn_attributes
 from services.settings import load_settings
 from services.telemetry.metrics import ASR_FINAL_LATENCY
 
 log = logging.getLogger("marionette.asr")
 tracer = trace.get_tracer("marionette.asr")
+
+
+SAME_UTTERANCE_S = 0.5
+"""An utterance heard again after a crash may start a frame or two apart (the voice
+activity detector adapts to what it heard before): within this, it is the same one."""
+
+
+class OpenUtterance(BaseModel):
+    """The utterance a session is in, checkpointed with its start event: a replica that
+    hears its frames again after a crash gives it the same turn."""
+
+    capture_run: str
+    turn_id: str
+    utterance_start_s: float
+    speech_start_s: float
 
 
 @dataclass
@@ -109,6 +125,7 @@ class AsrStage(Stage):
     partials = Publishes(ASR_PARTIAL)
     finals = Publishes(ASR_FINAL)
     controls = Publishes(CONTROL)
+    utterances = Checkpointed(OpenUtterance)
 
     def __init__(self, settings: AsrSettings, recognizer: SpeechRecognizer, bus: Bus) -> None:
         super().__init__(bus)
@@ -165,7 +182,7 @@ class AsrStage(Stage):
             await self._on_barge_in(frame.session_id, listener, barge_in)
         for event in events:
             if isinstance(event, SpeechStarted):
-                self._open_utterance(frame.session_id, listener, event)
+                event = await self._open_utterance(frame.session_id, listener, event)
             with trace.use_span(listener.span):
                 await self._on_event(frame.session_id, listener, event, frame)
         if not listener.endpointer.in_speech:
@@ -173,6 +190,9 @@ class AsrStage(Stage):
             # of the next utterance.
             keep = 0 if frame.end_of_input else self._preroll_frames(listener, frame)
             self.bus.release(frame.session_id, keep_last=keep)
+            if listener.turn_id:
+                self.utterances.forget(frame.session_id)
+                listener.turn_id = ""
         if frame.end_of_input:
             self.listeners.pop(frame.session_id)
 
@@ -223,14 +243,31 @@ class AsrStage(Stage):
         else:
             self._speculate(listener, event.audio)
 
-    def _open_utterance(
+    async def _open_utterance(
         self, session: str, listener: SessionListener, event: SpeechStarted
-    ) -> None:
-        # Derived from the capture run and its audio timeline, so a replay of the same
-        # frames gets the same turn ids, and a new capture run new ones.
-        listener.turn_id = utterance_turn_id(
-            listener.capture_run, round(event.utterance_start_s * 1000)
-        )
+    ) -> SpeechStarted:
+        """Name the utterance's turn; returns the start as it was first heard."""
+        left = await self.utterances.load(session)
+        if (
+            left is not None
+            and left.capture_run == listener.capture_run
+            and abs(left.utterance_start_s - event.utterance_start_s) <= SAME_UTTERANCE_S
+        ):
+            listener.turn_id = left.turn_id  # heard again after a crash
+            event = SpeechStarted(left.utterance_start_s, left.speech_start_s)
+        else:
+            # Derived from the capture run and its audio timeline, so a replay of the same
+            # frames gets the same turn ids, and a new capture run new ones.
+            listener.turn_id = utterance_turn_id(
+                listener.capture_run, round(event.utterance_start_s * 1000)
+            )
+            self.utterances.save(
+                session, "", OpenUtterance(
+                    capture_run=listener.capture_run, turn_id=listener.turn_id,
+                    utterance_start_s=event.utterance_start_s,
+                    speech_start_s=event.speech_start_s,
+                ),
+            )  # fmt: skip
         listener.span.end()  # an utterance that never reached its final (no-op when none)
         listener.span = tracer.start_span(
             "asr.utterance",
@@ -238,6 +275,7 @@ class AsrStage(Stage):
             start_time=listener.wall_ns(event.speech_start_s),
             attributes=turn_attributes(session, listener.turn_id),
         )
+        return event
 
     async def _on_start(
         self, session: str, listener: SessionListener, event: SpeechStarted
@@ -320,6 +358,7 @@ class AsrStage(Stage):
         # are neither lost nor heard (and answered) again.
         keep = 0 if frame.end_of_input else self._preroll_frames(listener, frame)
         self.bus.release(session, keep_last=keep)
+        self.utterances.forget(session)
         await self.finals.publish(
             AsrFinal(
                 session_id=session, turn_id=listener.turn_id, seq=0,

@@ -23,7 +23,7 @@ from contracts import Control, Interrupt
 from contracts.envelope import Envelope
 from contracts.topics import ALL_TOPICS, Topic
 from services.bus.interrupts import InterruptedTurns
-from services.bus.stage import Consumer, SessionMemory, Stage
+from services.bus.stage import Consumer, KeyValue, SessionMemory, Stage
 
 M = TypeVar("M", bound=Envelope)
 S = TypeVar("S", bound=BaseModel)
@@ -119,7 +119,7 @@ class MemoryBus:
     def __init__(self, harness: "StageHarness[Any]") -> None:
         self.harness = harness
         self.stored = harness.stored
-        self.store = harness.stored.store
+        self.store: KeyValue = harness.stored.store
         self.replica_id = f"memory-{harness.restarts}"
         self.current: _InHand | None = None
         self.held: dict[str, list[tuple[Topic[Any], Envelope]]] = {}

@@ -73,8 +73,9 @@ class ReplyStream:
         await self._send(self.sanitizer.feed(piece.text), piece.tags)
 
     async def finish(self, status: ReplyStatus) -> str:
-        piece = self.tags.flush()
-        await self._send(self.sanitizer.feed(piece.text) + self.sanitizer.flush(), piece.tags)
+        if status != "interrupted":  # an interrupted reply ends where it was cut, not later
+            piece = self.tags.flush()
+            await self._send(self.sanitizer.feed(piece.text) + self.sanitizer.flush(), piece.tags)
         progress = self.progress
         progress.reply = progress.spoken.strip()[:MAX_REPLY_CHARS]
         progress.status = status

@@ -252,7 +252,10 @@ async def test_an_entry_that_only_waited_in_a_killed_consumers_queue_is_never_ch
         await wait_until(all_answered, timeout_s=30, what="every message to be answered")
         await asyncio.sleep(0.5)  # room for a (wrong) second answer to show up
         tokens = await read_topic(redis_client, POLICY_TOKEN, bus_settings.partitions)
+        runs = await started(redis_client)
 
+    runs_per_seq = [runs.count(f"victim s1 {seq}") for seq in range(count)]
+    assert runs_per_seq == [2] * kills + [1] * (count - kills), runs
     assert [t.seq for t in tokens] == list(range(count)), "each answered once, in order"
     assert await redis_client.xlen("dlq.chat.message") == 0
     assert (await redis_client.xpending(stream, "echo"))["pending"] == 0
@@ -421,13 +424,17 @@ def token(turn: str, seq: int, session: str = "s1") -> PolicyToken:
     return PolicyToken(session_id=session, turn_id=turn, seq=seq, index=seq, text="w ")
 
 
-async def test_an_interrupt_sent_before_a_replica_started_still_drops_the_turn(
+async def test_an_interrupt_sent_while_the_stage_was_down_still_drops_the_turn(
     bus_settings: BusSettings,
 ) -> None:
+    """A starting replica reads back recent interrupts (MARIONETTE_CONTROL_HISTORY_S): the
+    late messages of the interrupted turn are dropped, those waiting and those to come."""
     async with Producer(bus_settings, "producer", [CONTROL, POLICY_TOKEN]) as producer:
         await producer.publish(interrupt(0, turn="t1"))
+        await producer.publish(token("t1", 0))
+        await producer.publish(token("t2", 0))
         async with StageRuntime(Speaker, bus_settings) as rt:
-            for seq in range(3):
+            for seq in (1, 2):
                 await producer.publish(token("t1", seq))
                 await producer.publish(token("t2", seq))
 
