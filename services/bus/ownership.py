@@ -25,10 +25,15 @@ from redis.asyncio import Redis
 from services.bus.fencing import Fence
 
 # KEYS: lease, epoch counter. ARGV: replica id, lease ms, nonce, and the mode: "free" takes
-# a lease nobody holds, "own" one that a dead process of our own replica id still holds.
+# a lease nobody holds, "own" one that a dead process of our own replica id still holds,
+# "keep" the lease this process held (ARGV[5], its token) when it still holds it.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
-if ARGV[4] == 'free' then
+if ARGV[4] == 'keep' then
+  if current ~= ARGV[5] then return false end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return current
+elseif ARGV[4] == 'free' then
   if current then return false end
 elseif not current or string.sub(current, 1, #ARGV[1] + 1) ~= ARGV[1] .. '#' then
   return false
@@ -85,6 +90,7 @@ class PartitionOwnership:
         self.leases: dict[int, Lease] = {}
         self._members = f"marionette:members:{group}"
         self._first_tick = True
+        self._lapsed: dict[int, str] = {}  # partitions given up at their deadline: tokens
         # Replicas starting together look for free partitions from different places.
         self._offset = zlib.crc32(replica_id.encode()) % partitions
 
@@ -96,11 +102,12 @@ class PartitionOwnership:
         return Fence(lease_key(self.group, partition), lease.token)
 
     def drop_expired(self) -> set[int]:
-        """Give up the partitions whose local deadline passed without a renewal."""
+        """Give up the partitions whose local deadline passed without a renewal (Redis was
+        away); the next tick takes back those whose lease still holds our token."""
         now = time.monotonic()
         expired = {p for p, lease in self.leases.items() if now >= lease.valid_until}
         for partition in expired:
-            del self.leases[partition]
+            self._lapsed[partition] = self.leases.pop(partition).token
         return expired
 
     async def tick(self) -> LeaseChanges:
@@ -132,6 +139,11 @@ class PartitionOwnership:
             *_, live, _ = await pipe.execute()
         fair_share = math.ceil(self.partitions / max(int(live), 1))
 
+        if self._lapsed:
+            # Nobody can have taken a lease that still holds our token: no churn after
+            # a Redis restart that outlasted our deadline but not the lease.
+            lapsed, self._lapsed = self._lapsed, {}
+            changes.gained |= await self._acquire(list(lapsed), "keep", lapsed)
         if self._first_tick:
             # What our predecessor (same replica id, now dead) held is ours again at once.
             self._first_tick = False
@@ -149,7 +161,9 @@ class PartitionOwnership:
             changes.surplus = set(sorted(self.leases, reverse=True)[:extra])
         return changes
 
-    async def _acquire(self, partitions: list[int], mode: str) -> set[int]:
+    async def _acquire(
+        self, partitions: list[int], mode: str, tokens: dict[int, str] | None = None
+    ) -> set[int]:
         sent = time.monotonic()
         async with self._client.pipeline(transaction=False) as pipe:
             for partition in partitions:
@@ -157,10 +171,11 @@ class PartitionOwnership:
                     _ACQUIRE, 2, lease_key(self.group, partition),
                     f"marionette:epoch:{self.group}:{partition}",
                     self.replica_id, self.lease_ms, secrets.token_hex(2), mode,
+                    (tokens or {}).get(partition, ""),
                 )  # fmt: skip
-            tokens = await pipe.execute()
+            replies = await pipe.execute()
         gained = set()
-        for partition, token in zip(partitions, tokens, strict=True):
+        for partition, token in zip(partitions, replies, strict=True):
             if token:
                 valid_until = sent + self.lease_ms * SAFETY / 1000
                 self.leases[partition] = Lease(_text(token), valid_until)

@@ -112,6 +112,10 @@ def print_report(report: ChaosReport) -> None:
             f"next reply after a Redis restart, s ({summary['redis restarts']} restarts)",
             _spread(summary["next reply after a redis restart s"]),
         )
+        table.add_row(
+            "leases that changed hands across a Redis restart",
+            str(summary["leases that changed across a redis restart"]),
+        )
     for name, values in summary["stage latency s"].items():
         table.add_row(f"{name} latency, s (p50 / p95 / max)", _spread(values))
     out.print(table)

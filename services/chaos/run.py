@@ -86,6 +86,7 @@ class _Run:
     sent: list[SentTurn] = field(default_factory=list)
     kills: list[_Kill] = field(default_factory=list)
     restarts: list[float] = field(default_factory=list)
+    lease_changes: list[int] = field(default_factory=list)  # per Redis restart, not from kills
     sending: bool = True
     rng: random.Random = field(default_factory=random.Random)
 
@@ -272,16 +273,29 @@ async def _restart_redis(run: _Run, progress: Callable[[str], None]) -> None:
     plan = run.plan
     if not plan.redis_restarts:
         return
+    client = redis.Redis.from_url(run.bus.redis_url or "", socket_timeout=0.5)
     window = plan.turns * plan.every_s
     for number in range(plan.redis_restarts):
         due = run.started + window * (number + 0.5) / plan.redis_restarts
         await asyncio.sleep(max(0.0, due - time.time()))
+        groups = sorted(plan.stages)
+        before = _lease_holders(client, groups, run.bus.partitions)
+        snapshot_at = time.time()
         # In this thread: the server dies with the thread that started it (PDEATHSIG), and
         # a worker thread of to_thread() ends when idle.
         run.server.stop(kill=True)
         await asyncio.sleep(plan.redis_down_s)
         run.server.start()
         run.restarts.append(time.time())
+        await asyncio.sleep(3 * run.bus.lease_ms / 1000)
+        after = await asyncio.to_thread(_lease_holders, client, groups, run.bus.partitions)
+        # A stage killed shortly before, or meanwhile, is taking its leases back anyway.
+        killed = {k.stage for k in run.kills if k.at >= snapshot_at - 10}
+        run.lease_changes.append(sum(
+            1 for key, token in before.items()
+            if token is not None and after.get(key) != token
+            and key.split(":")[2] not in killed
+        ))  # fmt: skip
         progress(f"Redis restart {number + 1}/{plan.redis_restarts} (down {plan.redis_down_s} s)")
 
 
@@ -351,6 +365,7 @@ async def _report(run: _Run) -> ChaosReport:
         turns=turns,
         kills=kills,
         redis_restarts=[round(s, 3) for s in after_restarts],
+        lease_changes_after_restarts=run.lease_changes,
         dead_letters=letters,
         replicas=dict(run.plan.stages),
         duration_s=time.time() - run.started,

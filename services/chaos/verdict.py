@@ -209,6 +209,7 @@ class ChaosReport:
     turns: list[TurnReport]
     kills: list[Recovery]
     redis_restarts: list[float]  # seconds until the next reply after each
+    lease_changes_after_restarts: list[int]  # leases that changed hands across each restart
     dead_letters: list[dict[str, Any]]
     replicas: dict[str, int]
     duration_s: float
@@ -231,6 +232,7 @@ class ChaosReport:
             "recovery s": spread(recoveries),
             "redis restarts": len(self.redis_restarts),
             "next reply after a redis restart s": spread(self.redis_restarts),
+            "leases that changed across a redis restart": sum(self.lease_changes_after_restarts),
             "stage latency s": {
                 name: spread([t.latency_s[name] for t in self.turns if name in t.latency_s])
                 for name in stages

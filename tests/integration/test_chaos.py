@@ -33,6 +33,7 @@ def test_one_replica_each_killed_in_turn_and_a_redis_restart(tmp_path: Path) -> 
     killed = {k.stage for k in report.kills}
     assert killed == set(stages), f"every stage was killed: {killed}"
     assert len(report.redis_restarts) == 1
+    assert report.lease_changes_after_restarts == [0], "no lease changed hands over a restart"
     assert {t.kind for t in report.turns} == {"chat", "speech"}
     assert_nothing_went_wrong(report)
 
