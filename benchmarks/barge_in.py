@@ -31,6 +31,7 @@ import tempfile
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
@@ -38,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import Control, Interrupt, Pause, PlaybackProgress, TtsChunk
-from contracts.topics import AUDIO_FRAME, CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK
+from contracts.topics import AUDIO_FRAME, CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK, Topic
 from services.bench.scripted_mic import ScriptedMic
 from services.bus import BusSettings, Producer, load_bus_settings
 from services.bus.partitions import streams_of
@@ -55,7 +56,7 @@ REPLY = (
     "Every morning she practised breathing fire at the clouds, and every morning she missed.",
 )
 RATE = 16_000
-PUBLISHES = [AUDIO_FRAME, TTS_CHUNK, CONTROL]
+PUBLISHES: list[Topic[Any]] = [AUDIO_FRAME, TTS_CHUNK, CONTROL]
 """What this script publishes, as capture, tts and a control panel would."""
 
 

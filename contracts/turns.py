@@ -23,6 +23,12 @@ def utterance_turn_id(capture_run: str, start_ms: int) -> str:
     return f"{capture_run}.u{start_ms}"
 
 
+def capture_run_of(turn_id: str) -> str | None:
+    """The capture run an utterance's turn came from (None for a turn that is not one)."""
+    run, sep, ms = turn_id.rpartition(".u")
+    return run if sep and ms.isdigit() else None
+
+
 def reply_ended(message: Envelope) -> bool:
     """The policy's final token: the reply is complete (whatever its status)."""
     return isinstance(message, PolicyToken) and message.final

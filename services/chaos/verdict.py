@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from contracts import AsrFinal, ChatMessage, Envelope, PlaybackProgress, PolicyToken, TtsChunk
-from contracts.turns import playback_ended
+from contracts.turns import capture_run_of, playback_ended
 
 Kind = Literal["chat", "speech"]
 Verdict = Literal["answered once", "answered twice", "truncated", "lost"]
@@ -108,8 +108,7 @@ def _turn_of(
     if turn.kind == "chat":
         key = (turn.session_id, turn.key)
         return key if key in opened else None
-    # A spoken question's turn id is "<capture run>.u<ms>" (contracts.turns).
-    heard = [k for k in opened if k[0] == turn.session_id and k[1].startswith(f"{turn.key}.")]
+    heard = [k for k in opened if k[0] == turn.session_id and capture_run_of(k[1]) == turn.key]
     return min(heard) if heard else None
 
 

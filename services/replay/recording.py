@@ -27,7 +27,7 @@ import msgpack
 
 from contracts.envelope import Envelope
 from contracts.limits import SCHEMA_VERSION
-from contracts.topics import Topic
+from contracts.topics import Topic, topic_named
 from services.bus.partitions import topic_of_stream
 from services.bus.wire import (
     DATA_FIELD,
@@ -50,10 +50,16 @@ def _unchanged(topic_name: str, body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-MIGRATIONS: dict[int, Migration] = {1: _unchanged}
+def _from_version_2(topic_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    # The contracts upgrade a version 2 body themselves (message_id; frames' run as origin).
+    return topic_named(topic_name).model.upgrade_previous(body)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _unchanged, 2: _from_version_2}
 """Body migrations: MIGRATIONS[v](topic name, body of version v) -> body of version v + 1.
 
 1 -> 2 only added a command and optional fields, so a version 1 body reads as version 2.
+2 -> 3 is the contracts' own upgrade of the previous version (Envelope.upgrade_previous).
 
 Add one when SCHEMA_VERSION goes up and old recordings can be carried forward; without
 one, a recording of the old version is refused with the reason.

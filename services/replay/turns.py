@@ -16,6 +16,7 @@ from contracts.policy import PolicyToken
 from contracts.speech import AsrFinal
 from contracts.topics import ASR_FINAL, CHAT_MESSAGE, PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK
 from contracts.tts import TtsChunk
+from contracts.turns import capture_run_of
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry
 from services.replay.recording import Record
 
@@ -176,12 +177,6 @@ class TurnSummary:
         }
 
 
-def _capture_run(turn_id: str) -> str:
-    """asr names a turn `<capture run>.u<ms>`; the run's frames tell its wall clock."""
-    run, sep, _ = turn_id.rpartition(".u")
-    return run if sep else ""
-
-
 def summarize_turns(
     records: Sequence[Record], milestone_topics: Iterable[str] | None = None
 ) -> list[TurnSummary]:
@@ -194,7 +189,7 @@ def summarize_turns(
         if message is None:
             continue
         if isinstance(message, AudioFrame):
-            run = (message.session_id, message.turn_id or "")
+            run = (message.session_id, message.origin)
             at_s = message.seq * message.duration_ms / 1000
             wall_offset.setdefault(run, message.captured_at - at_s)
             continue
@@ -205,7 +200,8 @@ def summarize_turns(
         _add(turn, message, record.added_at)
         turn.finished = turn.finished or ends_turn(message, milestone)
     for turn in turns.values():
-        offset = wall_offset.get((turn.session_id, _capture_run(turn.turn_id)))
+        # asr names a turn after its capture run, whose frames tell its wall clock.
+        offset = wall_offset.get((turn.session_id, capture_run_of(turn.turn_id) or ""))
         if turn.kind == "voice" and offset is not None and turn.speech_end_at is not None:
             turn.speech_end_at += offset
         else:

@@ -447,6 +447,43 @@ async def test_an_interrupt_sent_while_the_stage_was_down_still_drops_the_turn(
     assert rt.stats("policy.token").stale == 3
 
 
+class Busy(Stage):
+    name = "busy"
+
+    @consumes(CHAT_MESSAGE)
+    async def on_chat(self, message: ChatMessage) -> None:
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a partition worker cancelled inside a Redis call may have its cancellation "
+    "swallowed (redis-py's send_packed_command uses asyncio.wait_for, which on Python 3.11 "
+    "returns the result when the write finished as the cancel arrived); the worker never "
+    "re-raises it (raise_if_cancelling only runs on errors) and waits on its queue for ever, "
+    "so StageRuntime.stop() hangs (and a worker of a lost partition keeps handling)",
+)
+async def test_a_stage_stops_promptly_while_its_handlers_are_busy(
+    bus_settings: BusSettings, redis_client: Redis
+) -> None:
+    for attempt in range(20):
+        await redis_client.flushall()
+        async with Producer(bus_settings, "producer", [CHAT_MESSAGE]) as producer:
+            for seq in range(300):
+                await producer.publish(viewer_chat("s1", seq))
+        runtime = StageRuntime(Busy, bus_settings)
+        await runtime.start()
+        await asyncio.sleep(0.2)  # in the middle of the backlog
+        stopping = asyncio.create_task(runtime.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=3)
+        if not done:  # let the stuck workers go before failing, so nothing is left behind
+            for task in asyncio.all_tasks():
+                if task.get_name().startswith("busy/"):
+                    task.cancel()
+            await stopping
+        assert done, f"stop() hung on attempt {attempt + 1} with handlers busy"
+
+
 async def raw_entry(body: bytes) -> dict[bytes, bytes]:
     data = await BinaryMessageFormatV1.encode(
         message=body, reply_to=None, headers={"content-type": "application/json"},

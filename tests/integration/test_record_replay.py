@@ -288,6 +288,13 @@ async def test_a_fast_replay_waits_for_a_slow_consumer(
         sent = await replay_entries(redis_client, Recording(path), bus_settings, speed=None)
         watcher.cancel()
         handled = slow.stage.handled
+
+        async def caught_up() -> bool:
+            return slow.stage.handled == count
+
+        # Nothing was lost on the way. (Stopping with handlers busy can also hang: see
+        # test_a_stage_stops_promptly_while_its_handlers_are_busy in test_delivery.py.)
+        await wait_until(caught_up, what="the slow consumer to take every entry")
     assert sent["chat.message"] == count
     assert 0 < worst <= BACKLOG_WINDOW + CHECK_EVERY + 8
     assert handled > count - BACKLOG_WINDOW - CHECK_EVERY - 8

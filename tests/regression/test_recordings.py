@@ -63,12 +63,6 @@ def verdicts(report: dict[str, Any]) -> dict[str, dict[str, str]]:
     return {t["turn_id"]: {f["name"]: f["verdict"] for f in t["fields"]} for t in report["turns"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: services/replay/turns.py summarize_turns keys each capture run's wall clock "
-    "by frame.turn_id, which is None for schema v3 frames (the run is frame.origin), so "
-    "speech_end_at and voice_to_voice are None in both runs",
-)
 def test_the_sample_conversation_is_heard_and_answered_as_recorded(
     bus: BusSettings, stages: Pipeline
 ) -> None:

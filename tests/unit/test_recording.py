@@ -181,3 +181,25 @@ def test_pcm_lifting_refuses_what_it_could_not_put_back() -> None:
     body, pcm, at = rec.lift_pcm(b'{"a":1,"pcm":"AAECAw==","b":2}') or (b"", b"", 0)
     assert pcm == bytes([0, 1, 2, 3])
     assert body[:at] + base64.b64encode(pcm) + body[at:] == b'{"a":1,"pcm":"AAECAw==","b":2}'
+
+
+async def test_a_version_2_recording_of_frames_reads_as_version_3(tmp_path: Path) -> None:
+    """Frames carried their capture run as turn_id in version 2; it is their origin now."""
+    pcm = base64.b64encode(bytes(640)).decode()
+    body = {
+        "schema_version": 2, "session_id": "mic", "turn_id": "c17", "seq": 4,
+        "created_at": "2026-01-01T00:00:00Z", "pcm": pcm, "captured_at": 1.5,
+    }  # fmt: skip
+    data = await entry_data(json.dumps(body).encode())
+    path = tmp_path / "v2.mrec"
+    write_raw(
+        path,
+        header(schema_version=2),
+        pack_record(Record("audio.frame.p1", "5-0", {DATA_FIELD: data})),
+    )
+    [record] = Recording(path).records()
+    frame = decoded(record)
+    assert isinstance(frame, AudioFrame)
+    assert (frame.schema_version, frame.message_id, frame.origin, frame.turn_id) == (
+        SCHEMA_VERSION, "c17:4", "c17", None,
+    )  # fmt: skip
