@@ -7,7 +7,8 @@ SCHEMA_VERSION: Final = 3
 
 2: control takes Pause; playback.progress adds "paused", level_dbfs and heard_text.
 3: every message has a message_id; audio frames carry their capture run there instead of in
-   turn_id, and the last frame of an input says so (end_of_input).
+   turn_id, and the last frame of an input says so (end_of_input); playback.progress says
+   how much of the chunk is left to play (remaining_s).
 """
 PREVIOUS_SCHEMA_VERSION: Final = SCHEMA_VERSION - 1
 """Readers accept this version too (upgrading it in memory), so stages upgrade one at a time."""

@@ -72,3 +72,9 @@ class PlaybackProgress(Envelope):
     heard_text: Annotated[str, StringConstraints(max_length=MAX_REPLY_CHARS)] | None = Field(
         default=None, description="When flushed: the reply's text up to where it stopped."
     )
+    remaining_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="When playing: how much of the chunk is still to play from now (s). After "
+        "it the character is silent, unless another report says it plays on.",
+    )

@@ -18,6 +18,7 @@ at the microphone than the character's voice (speakers loud, user far). Headphon
 echo canceller in front of capture, solve that; the README says how.
 """
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,6 +62,16 @@ class CharacterVoice:
     level_dbfs: float
     since: float
     earlier_level_dbfs: float  # the chunk before: its echo outlasts its end a little
+    until: float = math.inf  # when the chunk it is playing ends (if playback said)
+
+    def sounding(self, now: float) -> bool:
+        """Is its voice coming out of the speakers now? Not in a gap between chunks (the
+        next one late), however long playback's last report was "playing"."""
+        return self.state == "playing" and now < self.until
+
+    def fell_silent(self) -> float:
+        """When it stopped sounding (as far as reports tell)."""
+        return min(self.until, self.since) if self.state != "playing" else self.until
 
 
 class BargeIn:
@@ -93,7 +104,8 @@ class BargeIn:
         if level is None:
             level = last.level_dbfs if last is not None and last.turn_id == turn else -120.0
         earlier = last.level_dbfs if last is not None else level
-        self.voice = CharacterVoice(turn, progress.state, level, now, earlier)
+        until = math.inf if progress.remaining_s is None else now + progress.remaining_s
+        self.voice = CharacterVoice(turn, progress.state, level, now, earlier, until)
 
     def is_speech(self, chunk: bytes) -> bool:
         voiced = self._vad.is_speech(chunk)
@@ -123,7 +135,7 @@ class BargeIn:
         """Is what the microphone hears now the character alone? (It plays; nobody else
         seems to talk.)"""
         voice = self.voice
-        playing = voice is not None and voice.state == "playing"
+        playing = voice is not None and voice.sounding(self._clock())
         return playing and self._held is None and not self._run_ms
 
     def _threshold(self) -> float | None:
@@ -132,18 +144,20 @@ class BargeIn:
         if voice is None:
             return None
         tail_s = self.settings.echo_tail_ms / 1000
-        recent = self._clock() - voice.since < tail_s
-        if voice.state != "playing" and not recent:
+        now = self._clock()
+        if not voice.sounding(now) and now - voice.fell_silent() >= tail_s:
             return None
+        # Just after a report, the chunk before may still echo: take the louder of the two.
+        recent = now - voice.since < tail_s or not voice.sounding(now)
         played = max(voice.level_dbfs, voice.earlier_level_dbfs) if recent else voice.level_dbfs
         echo = played + self.coupling_db() + self.settings.echo_margin_db
         return max(self.settings.barge_in_min_dbfs, echo)
 
     def _talking_turn(self) -> str | None:
         voice = self.voice
-        if voice is None or voice.state != "playing" or voice.turn_id == self._interrupted:
+        if voice is None or not voice.sounding(self._clock()):
             return None
-        return voice.turn_id
+        return None if voice.turn_id == self._interrupted else voice.turn_id
 
     def _follow(self, voiced: bool) -> None:
         if self._held is not None:

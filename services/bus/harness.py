@@ -14,6 +14,7 @@ acknowledged, as a replacement replica would.
 """
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -104,7 +105,8 @@ class _MemoryState(Generic[S]):
     def save(self, session_id: str, key: str, value: S) -> None:
         full = self._key(session_id, key)
         self.cache[full] = value
-        self.bus.in_hand("save").state[full] = value
+        if self.bus.current is not None:
+            self.bus.current.state[full] = value
 
     def forget(self, session_id: str, key: str = "") -> None:
         full = self._key(session_id, key)
@@ -113,15 +115,22 @@ class _MemoryState(Generic[S]):
             self.bus.current.state[full] = None
 
 
+_in_hand: ContextVar["_InHand | None"] = ContextVar("marionette_in_hand", default=None)
+"""The message a handler is handling, per task (handlers of several topics run at once)."""
+
+
 class MemoryBus:
     """The Bus of a stage under StageHarness."""
+
+    @property
+    def current(self) -> "_InHand | None":
+        return _in_hand.get()
 
     def __init__(self, harness: "StageHarness[Any]") -> None:
         self.harness = harness
         self.stored = harness.stored
         self.store: KeyValue = harness.stored.store
         self.replica_id = f"memory-{harness.restarts}"
-        self.current: _InHand | None = None
         self.held: dict[str, list[tuple[Topic[Any], Envelope]]] = {}
         self._states: dict[str, _MemoryState[Any]] = {}
 
@@ -262,14 +271,12 @@ class StageHarness(Generic[StageT]):
             return
         self.stored.unacknowledged.append((topic, message))
         current = _InHand(topic, message)
-        self.bus.current = current
+        token = _in_hand.set(current)
         try:
             await getattr(self.stage, consumer.method)(message)
+            self.bus.flush()  # the acknowledgement's write carries the last changes
         finally:
-            self.bus.current = None
-        self.bus.current = current
-        self.bus.flush()  # the acknowledgement's write carries the last changes
-        self.bus.current = None
+            _in_hand.reset(token)
         if current.held:
             self.bus.held.setdefault(message.session_id, []).append((topic, message))
         else:

@@ -48,7 +48,7 @@ class State(Protocol[S]):
 
     `save` marks it to be stored with the handler's next write (a publish, or the
     acknowledgement of the message in hand); so after a crash, `load` gives the state that
-    matches what had been published."""
+    matches what had been published. Outside a handler, `save` changes it in memory only."""
 
     async def load(self, session_id: str, key: str = "") -> S | None: ...
     def save(self, session_id: str, key: str, value: S) -> None: ...

@@ -51,14 +51,16 @@ class RedisState(Generic[S]):
         return value
 
     def save(self, session_id: str, key: str, value: S) -> None:
-        delivery = current_delivery.get()
-        if delivery is None or delivery.closed:
-            raise RuntimeError("stage state changes only inside a handler")
+        """Store it with the handler's next write. Outside a handler (a control message, a
+        background task) it changes the value in memory, stored with the next handler's
+        save of it."""
         redis_key = self._key(session_id, key)
         self._cache[redis_key] = value
         self._sessions[redis_key] = session_id
-        delivery.touched.add(redis_key)
-        delivery.state[redis_key] = value
+        delivery = current_delivery.get()
+        if delivery is not None and not delivery.closed:
+            delivery.touched.add(redis_key)
+            delivery.state[redis_key] = value
 
     def forget(self, session_id: str, key: str = "") -> None:
         """Delete it (with the next write, inside a handler; from the cache, outside one)."""

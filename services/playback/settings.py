@@ -27,6 +27,13 @@ class PlaybackSettings(MarionetteSettings):
         default=20, ge=5, le=200, description="Audio handed to the output at a time: a pause "
         "or an interrupt takes effect within one block.",
     )  # fmt: skip
+    wait_for_user_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=120,
+        description="A reply ready while the user is still talking waits for them to stop, "
+        "at most this long.",
+    )
     max_pause_s: float = Field(
         default=4.0, gt=0, le=60, description="A pause nobody lifts ends by itself after this."
     )

@@ -1,5 +1,7 @@
 """playback: tts.chunk in; audio out, and playback.progress on the bus.
 
+A reply does not start while the user is talking (asr.speech): it waits for them to stop.
+
 Chunks of a turn are played in index order, each in short blocks, so that between two
 blocks a pause holds the turn where it is and an interrupt ends it. An interrupted turn
 reports `flushed` with how much was played and the text heard up to there.
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from contracts import Control, Pause, PlaybackProgress, TtsChunk
-from contracts.topics import CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK
+from contracts import Control, Pause, PlaybackProgress, SpeechEvent, TtsChunk
+from contracts.topics import ASR_SPEECH, CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK
 from services.audio_levels import loudest_dbfs
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
 from services.playback.settings import PlaybackSettings
@@ -52,6 +54,15 @@ class LiveTurn:
     may_play: asyncio.Event = field(default_factory=_unpaused)
     flushed: bool = False
     playing: TtsChunk | None = None
+    reported_pause: bool = False  # "paused" went out while between chunks
+
+
+@dataclass
+class UserFloor:
+    """Whether the user of a session is talking (from asr.speech)."""
+
+    speaking: str | None = None  # the utterance's turn
+    quiet: asyncio.Event = field(default_factory=_unpaused)
 
 
 class PlaybackStage(Stage):
@@ -65,6 +76,7 @@ class PlaybackStage(Stage):
         self.settings = settings
         self.sink = sink
         self.live: dict[tuple[str, str], LiveTurn] = {}
+        self.floors = bus.memory(lambda session: UserFloor())
 
     @classmethod
     async def build(cls, bus: Bus) -> "PlaybackStage":
@@ -85,9 +97,11 @@ class PlaybackStage(Stage):
             position.next_index, position.chunk_played_s = chunk.index, 0.0
         live = self.live.get(key)
         if live is None:
-            live = self.live[key] = LiveTurn()
             if position.played_s > 0:
                 self.sink.resume_turn(*key, position.played_s)  # a turn begun before a crash
+            else:
+                await self._let_the_user_finish(chunk)
+            live = self.live[key] = LiveTurn()
         if not await self._play(key, position, live, chunk):
             await self._flush(key, position, live)
             return
@@ -104,19 +118,42 @@ class PlaybackStage(Stage):
             if path is not None:
                 log.info("%s/%s: reply written to %s", *key, path)
 
+    async def _let_the_user_finish(self, chunk: TtsChunk) -> None:
+        """A reply ready while the user is still talking waits until they stop: the
+        character does not start talking over them (and so never cuts their question)."""
+        floor = self.floors[chunk.session_id]
+        if floor.quiet.is_set():
+            return
+        try:
+            await asyncio.wait_for(floor.quiet.wait(), self.settings.wait_for_user_s)
+        except TimeoutError:
+            log.info("%s/%s: the user has talked for %.0f s; starting the reply anyway",
+                     chunk.session_id, chunk.turn_id, self.settings.wait_for_user_s)  # fmt: skip
+
+    @consumes(ASR_SPEECH, drop_interrupted=False)
+    async def on_speech(self, event: SpeechEvent) -> None:
+        floor = self.floors[event.session_id]
+        if event.state == "start":
+            floor.speaking = event.turn_id
+            floor.quiet.clear()
+        elif floor.speaking == event.turn_id:
+            floor.speaking = None
+            floor.quiet.set()
+
     async def _play(
         self, key: tuple[str, str], position: TurnPosition, live: LiveTurn, chunk: TtsChunk
     ) -> bool:
         """Play a chunk block by block, from where it stood; False when interrupted."""
         live.playing = chunk
         level = loudest_dbfs(chunk.pcm, chunk.sample_rate)
-        await self._report(key, position, chunk.index, "playing", level)
+        if live.may_play.is_set():
+            await self._report(key, position, chunk.index, "playing", level, chunk=chunk)
         block = max(2, chunk.sample_rate * 2 * self.settings.block_ms // 1000 // 2 * 2)
         start = round(position.chunk_played_s * chunk.sample_rate) * 2
         since_checkpoint = 0.0
         for offset in range(start, len(chunk.pcm), block):
             if not live.may_play.is_set():
-                await self._hold(key, position, live, chunk.index, level)
+                await self._hold(key, position, live, chunk, level)
             if live.flushed:
                 return False
             pcm = chunk.pcm[offset : offset + block]
@@ -133,18 +170,20 @@ class PlaybackStage(Stage):
         return not live.flushed
 
     async def _hold(
-        self, key: tuple[str, str], position: TurnPosition, live: LiveTurn, index: int,
+        self, key: tuple[str, str], position: TurnPosition, live: LiveTurn, chunk: TtsChunk,
         level: float,
     ) -> None:  # fmt: skip
-        await self._report(key, position, index, "paused")
+        if not live.reported_pause:
+            await self._report(key, position, chunk.index, "paused")
         try:
             await asyncio.wait_for(live.may_play.wait(), self.settings.max_pause_s)
         except TimeoutError:
             log.warning("%s/%s: paused for %.1f s and nobody said go on; going on",
                         *key, self.settings.max_pause_s)  # fmt: skip
             live.may_play.set()
+        live.reported_pause = False
         if not live.flushed:
-            await self._report(key, position, index, "playing", level)
+            await self._report(key, position, chunk.index, "playing", level, chunk=chunk)
 
     async def _flush(self, key: tuple[str, str], position: TurnPosition, live: LiveTurn) -> None:
         self.live.pop(key, None)
@@ -169,13 +208,21 @@ class PlaybackStage(Stage):
     @consumes(CONTROL)
     async def on_control(self, message: Control) -> None:
         command = message.command
-        if isinstance(command, Pause):
-            live = self.live.get((message.session_id, command.target_turn_id))
-            if live is not None:
-                if command.paused:
-                    live.may_play.clear()
-                else:
-                    live.may_play.set()
+        if not isinstance(command, Pause):
+            return
+        key = (message.session_id, command.target_turn_id)
+        live = self.live.get(key)
+        if live is None:
+            return
+        if not command.paused:
+            live.may_play.set()
+            return
+        live.may_play.clear()
+        if live.playing is None and not live.reported_pause:
+            # Between chunks (the next is late): it is quiet now, and stays so.
+            position = await self.positions.load(*key) or TurnPosition()
+            live.reported_pause = True
+            await self._report(key, position, max(0, position.next_index - 1), "paused")
 
     async def on_interrupt(self, session_id: str, turn_id: str) -> None:
         key = (session_id, turn_id)
@@ -190,16 +237,18 @@ class PlaybackStage(Stage):
 
     async def _report(
         self, key: tuple[str, str], position: TurnPosition, index: int, state: str,
-        level: float | None = None, heard: str | None = None,
+        level: float | None = None, heard: str | None = None, chunk: TtsChunk | None = None,
     ) -> None:  # fmt: skip
         seq = position.progress_seq
         position.progress_seq += 1
         if state not in ("finished", "flushed"):
             self.positions.save(*key, position)  # goes with this report
+        remaining = None if chunk is None else chunk.duration_s - position.chunk_played_s
         await self.progress.publish(
             PlaybackProgress(
                 session_id=key[0], turn_id=key[1], seq=seq, chunk_index=index,
                 played_s=round(position.played_s, 3), state=state,
                 level_dbfs=None if level is None else round(level, 1), heard_text=heard,
+                remaining_s=None if remaining is None else round(max(0.0, remaining), 3),
             )
         )  # fmt: skip

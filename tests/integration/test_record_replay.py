@@ -274,10 +274,12 @@ async def test_a_fast_replay_waits_for_a_slow_consumer(
     path = tmp_path / "many.mrec"
     stream = await record_chat_lines(bus_settings, redis_client, path, count)
     worst = 0
+    replayed = asyncio.Event()
 
     async def watch() -> None:
+        # Stopped by an event, not cancelled: redis-py may swallow a cancellation.
         nonlocal worst
-        while True:
+        while not replayed.is_set():
             backlog, _ = await live_backlog(redis_client, stream)
             worst = max(worst, backlog)
             await asyncio.sleep(0.005)
@@ -286,7 +288,8 @@ async def test_a_fast_replay_waits_for_a_slow_consumer(
         await asyncio.sleep(0.3)  # the group and its consumer exist
         watcher = asyncio.create_task(watch())
         sent = await replay_entries(redis_client, Recording(path), bus_settings, speed=None)
-        watcher.cancel()
+        replayed.set()
+        await watcher
         handled = slow.stage.handled
 
         async def caught_up() -> bool:

@@ -56,10 +56,12 @@ def detector(clock: Clock, **overrides: object) -> BargeIn:
     return BargeIn(settings, make_vad(settings), clock)
 
 
-def playing(level: float | None, turn: str = "r1", state: str = "playing") -> PlaybackProgress:
+def playing(
+    level: float | None, turn: str = "r1", state: str = "playing", remaining_s: float | None = None
+) -> PlaybackProgress:
     return PlaybackProgress(
         session_id="s", turn_id=turn, seq=0, chunk_index=0, played_s=0.0,
-        state=state, level_dbfs=level,  # type: ignore[arg-type]
+        state=state, level_dbfs=level, remaining_s=remaining_s,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -169,3 +171,22 @@ def test_the_user_clearly_louder_than_the_echo_still_interrupts(
     barge_in.on_progress(playing(level))
     events = [event for _, event in listen(barge_in, clock, heard)]
     assert events == [Hold("r1"), InterruptTurn("r1")]
+
+
+def test_a_gap_between_chunks_is_not_taken_for_the_characters_echo(
+    reply: tuple[np.ndarray, float],
+) -> None:
+    """The next chunk comes late (tts behind): the microphone hears only its noise floor
+    after the chunk ends, though playback's last report still says playing. Learning the
+    echo coupling from that quiet would let the next chunk's own echo through the gate."""
+    audio, level = reply
+    first, rest = audio[: RATE // 2], audio[RATE // 2 :]
+    clock = Clock()
+    barge_in = detector(clock)
+    barge_in.on_progress(playing(level, remaining_s=0.5))
+    quiet_gap = mic(at(0.0, first, gain_db=-6), seconds=3.5)  # 0.5 s of speech, 3 s of nothing
+    assert listen(barge_in, clock, quiet_gap) == []
+    assert barge_in.coupling_db() > -20, "the coupling is learned from the echo, not the gap"
+    barge_in.on_progress(playing(level, remaining_s=len(rest) / RATE))
+    echo = mic(at(0.0, rest, gain_db=-6), seconds=len(rest) / RATE)
+    assert listen(barge_in, clock, echo) == [], "the next chunk's echo is still the character"

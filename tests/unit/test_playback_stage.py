@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contracts import Control, Interrupt, Pause, PlaybackProgress, TtsChunk
+from contracts import Control, Interrupt, Pause, PlaybackProgress, SpeechEvent, TtsChunk
 from contracts.topics import PLAYBACK_PROGRESS
 from services.bus.harness import SimulatedCrash, StageHarness
 from services.playback.settings import PlaybackSettings
@@ -334,3 +334,74 @@ async def test_a_crash_while_playing_goes_on_from_the_last_checkpoint(block: int
     played_s = (block - 1) * BLOCK_MS / 1000
     resumed_at = dict(output.resumed).get(("s1", "t1"), 0.0)
     assert -1e-9 <= played_s - resumed_at <= CHECKPOINT_S + BLOCK_MS / 1000, "heard twice at most"
+
+
+def speech(state: str, turn: str = "u1", session: str = "s1") -> SpeechEvent:
+    return SpeechEvent(
+        session_id=session, turn_id=turn, seq=0 if state == "start" else 1,
+        state=state, at_s=1.0,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def test_a_reply_waits_for_the_user_to_stop_talking() -> None:
+    output = Output()
+    playback = harness(output)
+    chunks = chunks_of(TEXTS)
+    await playback.send(speech("start"))
+    playing = asyncio.create_task(playback.send(*chunks))
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert output.played() == b"", "it does not start talking over the user"
+    assert progress_of(playback) == []
+    await playback.send(speech("end"))
+    await asyncio.wait_for(playing, 5)
+    assert output.played() == b"".join(c.pcm for c in chunks)
+    assert reports(progress_of(playback))[0] == (0, "playing")
+
+
+async def test_a_user_who_talks_on_and_on_gets_the_reply_anyway() -> None:
+    output = Output()
+    playback = harness(output, wait_for_user_s=0.05)
+    await playback.send(speech("start"))
+    await asyncio.wait_for(playback.send(*chunks_of(TEXTS[:1])), 5)
+    assert output.played() == chunks_of(TEXTS[:1])[0].pcm
+
+
+async def test_a_reply_under_way_does_not_wait_for_the_user() -> None:
+    """Talking over a reply already playing is barge-in (asr pauses it), not turn-taking."""
+    output = Output()
+    playback = harness(output)
+    chunks = chunks_of(TEXTS)
+    await playback.send(chunks[0], speech("start"), *chunks[1:])
+    assert output.played() == b"".join(c.pcm for c in chunks)
+
+
+async def test_playing_reports_say_how_much_of_the_chunk_is_left() -> None:
+    output = Output()
+    playback = harness(output)
+    chunks = chunks_of(TEXTS, seconds=0.5)
+    playing = await pause_mid_chunk(output, playback, chunks)
+    await playback.send(control(Pause(target_turn_id="t1", paused=False), seq=1))
+    await asyncio.wait_for(playing, 5)
+    left = [(p.chunk_index, p.remaining_s) for p in progress_of(playback) if p.state == "playing"]
+    after_pause = 0.5 - 6 * BLOCK_MS / 1000
+    assert left == [(0, 0.5), (0, pytest.approx(after_pause)), (1, 0.5), (2, 0.5)]
+
+
+async def test_a_pause_between_chunks_is_reported_at_once() -> None:
+    """The next chunk is late (tts behind): a pause now must say the character is quiet."""
+    output = Output()
+    playback = harness(output)
+    chunks = chunks_of(TEXTS)
+    await playback.send(chunks[0])
+    await playback.send(control(Pause(target_turn_id="t1")))
+    assert reports(progress_of(playback))[-1] == (0, "paused")
+    playing = asyncio.create_task(playback.send(*chunks[1:]))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(output.played()) == len(chunks[0].pcm), "the late chunk waits for go on"
+    await playback.send(control(Pause(target_turn_id="t1", paused=False), seq=1))
+    await asyncio.wait_for(playing, 5)
+    assert reports(progress_of(playback)) == [
+        (0, "playing"), (0, "paused"), (1, "playing"), (2, "playing"), (2, "finished"),
+    ]  # fmt: skip
