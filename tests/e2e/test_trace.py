@@ -22,11 +22,11 @@ from tests.integration.workers import REPO_ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 STAGES = {"asr", "policy", "tts", "avatar", "playback"}
-FIXED_SPANS = 16
+FIXED_SPANS = 18
 """Spans of a turn that do not grow with it: the utterance, two speech events and the
 final (a create and a publish span each), policy's handler and generation, tts.speak,
-avatar's idle frame and playback's `finished` (two each), and `finished` handled by asr
-and policy (one each)."""
+avatar's idle frame and playback's `finished` (two each), `finished` handled by asr
+and policy (one each), and the two speech events handled by playback (one each)."""
 SPANS_PER_CHUNK = 11
 """Synthesis, publish (2), and in avatar and playback each: handler, publish (2); the
 `playing` progress handled by asr and policy (barge-in, memory): one each."""
@@ -91,12 +91,17 @@ def check_links(trace: list[SpanRecord]) -> None:
         handlers = [
             s for s in trace if stage_of_service(s.service) == stage and "process" in s.name
         ]
-        assert handlers, f"no {stage} spans"
-        for handler in handlers:
+        chunks = [h for h in handlers if h.name.startswith("tts.chunk")]
+        assert chunks, f"no {stage} spans of its chunks"
+        for handler in chunks:
             publish = parent(handler)
             assert publish.name.startswith("tts.chunk")
             assert publish.name.endswith(" create")
             assert parent(publish) is speak
+        # playback also follows the user's speech (so as not to talk over them).
+        for handler in [h for h in handlers if h not in chunks]:
+            assert handler.name.startswith("asr.speech"), handler.name
+            assert stage_of_service(parent(handler).service) == "asr"
 
 
 def test_each_turn_is_one_trace_through_every_stage(sample_run: SampleRun) -> None:
