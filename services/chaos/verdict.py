@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from contracts import AsrFinal, ChatMessage, Envelope, PlaybackProgress, PolicyToken, TtsChunk
+from contracts import AsrFinal, Envelope, PlaybackProgress, PolicyToken, TtsChunk
 from contracts.turns import capture_run_of, playback_ended
 
 Kind = Literal["chat", "speech"]
@@ -74,6 +74,17 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
+@dataclass(frozen=True)
+class TurnStreams:
+    """What the streams hold of one turn, repeats left out."""
+
+    opening: list[Published]  # its chat message or final transcript
+    tokens: list[Published]
+    chunks: list[Published]
+    expressions: list[Published]
+    progress: list[Published] | None  # None: playback does not run
+
+
 def judge(
     sent: Sequence[SentTurn],
     streams: Mapping[str, Sequence[Published]],
@@ -82,23 +93,24 @@ def judge(
 ) -> list[TurnReport]:
     """streams: topic name -> its messages in the order Redis added them."""
     opened = _by_turn([*streams.get("chat.message", []), *streams.get("asr.final", [])])
-    tokens = _by_turn(streams.get("policy.token", []))
-    chunks = _by_turn(streams.get("tts.chunk", []))
-    expressions = _by_turn(streams.get("avatar.expr", []))
-    progress = _by_turn(streams.get("playback.progress", []))
+    by_topic = {
+        topic: _by_turn(streams.get(topic, []))
+        for topic in ("policy.token", "tts.chunk", "avatar.expr", "playback.progress")
+    }
     reports = []
     for turn in sent:
         key = _turn_of(turn, opened)
         report = TurnReport(turn.kind, turn.session_id, key[1] if key else None, turn.text, "lost")
+        reports.append(report)
         if key is None:
             report.why = "never heard" if turn.kind == "speech" else "never read"
-            reports.append(report)
             continue
-        _judge_turn(
-            report, turn, opened[key], tokens.get(key, []), chunks.get(key, []),
-            expressions.get(key, []), progress.get(key, []) if playback else None,
+        of_turn = {topic: grouped.get(key, []) for topic, grouped in by_topic.items()}
+        streams_of_turn = TurnStreams(
+            opened[key], of_turn["policy.token"], of_turn["tts.chunk"], of_turn["avatar.expr"],
+            of_turn["playback.progress"] if playback else None,
         )  # fmt: skip
-        reports.append(report)
+        _judge_turn(report, turn, streams_of_turn)
     return reports
 
 
@@ -112,44 +124,33 @@ def _turn_of(
     return min(heard) if heard else None
 
 
-def _judge_turn(
-    report: TurnReport,
-    turn: SentTurn,
-    opening: list[Published],
-    tokens: list[Published],
-    chunks: list[Published],
-    expressions: list[Published],
-    progress: list[Published] | None,
-) -> None:
-    finals = [t for t in tokens if isinstance(t.message, PolicyToken) and t.message.final]
+def _judge_turn(report: TurnReport, turn: SentTurn, streams: TurnStreams) -> None:
+    finals = [t for t in streams.tokens if isinstance(t.message, PolicyToken) and t.message.final]
     if not finals:
         report.why = "no final reply"
         return
     final = finals[0].message
     assert isinstance(final, PolicyToken)
     report.reply = final.reply_text or ""
-    _latencies(report, turn, opening, tokens, chunks, expressions, progress)
+    report.latency_s = _latencies(turn, streams)
     if len(finals) > 1:
         report.verdict = "answered twice"
         report.why = f"{len(finals)} final replies"
         return
-    problem = _truncation(final, tokens, chunks, progress)
+    problem = _truncation(final, streams)
     report.verdict = "truncated" if problem else "answered once"
     report.why = problem
 
 
-def _truncation(
-    final: PolicyToken,
-    tokens: list[Published],
-    chunks: list[Published],
-    progress: list[Published] | None,
-) -> str:
+def _truncation(final: PolicyToken, streams: TurnStreams) -> str:
     spoken_tokens = "".join(
-        t.message.text for t in tokens if isinstance(t.message, PolicyToken) and not t.message.final
+        t.message.text
+        for t in streams.tokens
+        if isinstance(t.message, PolicyToken) and not t.message.final
     )
     if _words(spoken_tokens) != _words(final.reply_text or ""):
         return "the tokens do not add up to the reply"
-    speech = [c.message for c in chunks if isinstance(c.message, TtsChunk)]
+    speech = [c.message for c in streams.chunks if isinstance(c.message, TtsChunk)]
     indexes = [c.index for c in speech]
     if indexes != list(range(len(indexes))):
         return f"chunk indexes {indexes}"
@@ -158,9 +159,9 @@ def _truncation(
     heard = " ".join(c.text for c in speech if c.text)
     if _words(heard) != _words(final.reply_text or ""):
         return f"spoken {heard!r}"
-    if progress is not None:
+    if streams.progress is not None:
         ends = [
-            p.message for p in progress if isinstance(p.message, PlaybackProgress)
+            p.message for p in streams.progress if isinstance(p.message, PlaybackProgress)
             and playback_ended(p.message)
         ]  # fmt: skip
         if [e.state for e in ends] != ["finished"]:
@@ -168,28 +169,21 @@ def _truncation(
     return ""
 
 
-def _latencies(
-    report: TurnReport,
-    turn: SentTurn,
-    opening: list[Published],
-    tokens: list[Published],
-    chunks: list[Published],
-    expressions: list[Published],
-    progress: list[Published] | None,
-) -> None:
-    opened_at = opening[0].added_at
-    if isinstance(opening[0].message, AsrFinal):
-        report.latency_s["asr"] = opened_at - turn.sent_at
-    elif isinstance(opening[0].message, ChatMessage):
-        report.latency_s["chat in"] = opened_at - turn.sent_at
-    if tokens:
-        report.latency_s["policy"] = tokens[0].added_at - opened_at
-    if tokens and chunks:
-        report.latency_s["tts"] = chunks[0].added_at - tokens[0].added_at
-    if chunks and expressions:
-        report.latency_s["avatar"] = expressions[0].added_at - chunks[0].added_at
-    if chunks and progress:
-        report.latency_s["playback"] = progress[0].added_at - chunks[0].added_at
+def _latencies(turn: SentTurn, streams: TurnStreams) -> dict[str, float]:
+    """How long each stage took with the turn: from its input's entry to its first output's."""
+    first = streams.opening[0]
+    heard_by = "asr" if isinstance(first.message, AsrFinal) else "chat in"
+    latency = {heard_by: first.added_at - turn.sent_at}
+    steps = [
+        ("policy", streams.opening, streams.tokens),
+        ("tts", streams.tokens, streams.chunks),
+        ("avatar", streams.chunks, streams.expressions),
+        ("playback", streams.chunks, streams.progress or []),
+    ]
+    for stage, inputs, outputs in steps:
+        if inputs and outputs:
+            latency[stage] = outputs[0].added_at - inputs[0].added_at
+    return latency
 
 
 @dataclass(frozen=True)

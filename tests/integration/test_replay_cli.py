@@ -11,12 +11,15 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from faststream.redis.parser.binary import BinaryMessageFormatV1
 
-from contracts import ChatMessage, PolicyToken
+from contracts import ChatMessage, PolicyToken, TtsChunk
+from contracts.envelope import Envelope
 from contracts.limits import SCHEMA_VERSION
-from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
+from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN, TTS_CHUNK
 from services.bus import BusSettings, Producer
-from services.replay.recording import Recording, RecordingHeader
+from services.bus.wire import StreamEntry, decode_entry
+from services.replay.recording import Record, Recording, RecordingHeader, RecordingWriter
 from tests.helpers import wait_until
 from tests.integration.test_cli import marionette
 from tests.integration.workers import REPO_ROOT
@@ -45,22 +48,71 @@ def test_replay_refuses_a_recording_of_a_newer_schema(tmp_path: Path) -> None:
     assert "upgrade Marionette" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: services/replay/recording.py MIGRATIONS has no entry for version 2, so "
-    "read_header refuses every recording made before contracts v3 (chat.mrec is v1)",
-)
 def test_replay_lists_what_a_recording_holds() -> None:
     done = marionette("replay", str(RECORDINGS / "chat.mrec"), "--list", "--json")
     assert done.returncode == 0, done.stderr
     listing = json.loads(done.stdout)
-    assert listing["schema_version"] == 1, "recorded with contracts v1, read through a migration"
+    assert listing["schema_version"] == SCHEMA_VERSION
     assert listing["per_topic"]["chat.message"] == 2
     assert [t["heard"] for t in listing["turns"]] == [
         "Hi Marionette! What is your favourite colour?",
         "Why do you like it?",
     ]
     assert all(t["reply"] and t["chunks"] >= 1 and t["finished"] for t in listing["turns"])
+
+
+async def body_entry(message: Envelope, schema_version: int) -> dict[bytes, bytes]:
+    """An entry as a producer of contracts `schema_version` wrote it (no message_id then)."""
+    body = message.model_dump(mode="json", exclude={"message_id"})
+    body["schema_version"] = schema_version
+    data = await BinaryMessageFormatV1.encode(
+        message=json.dumps(body).encode(), reply_to=None,
+        headers={"content-type": "application/json"}, correlation_id="old",
+    )  # fmt: skip
+    return {b"__data__": data}
+
+
+async def test_replay_reads_a_recording_of_older_contracts_through_the_migrations(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.mrec"
+    topics = ("chat.message", "policy.token", "tts.chunk")
+    writer = RecordingWriter(path, RecordingHeader(topics, 1, schema_version=1))
+    old = [
+        ChatMessage(
+            session_id="s", turn_id="t1", seq=0, platform="twitch", author="a", text="Hi there"
+        ),
+        PolicyToken(
+            session_id="s", turn_id="t1", seq=0, index=0, text="Hello!", final=True,
+            reply_text="Hello!", status="ok",
+        ),
+        TtsChunk(
+            session_id="s", turn_id="t1", seq=0, index=0, final=True, text="Hello!",
+            sample_rate=22050, pcm=b"\0\0" * 2205,
+        ),
+    ]  # fmt: skip
+    for n, message in enumerate(old):
+        stream = f"{topics[n]}.p0"
+        writer.write(
+            Record(stream, f"{1_700_000_000_000 + n * 100}-0", await body_entry(message, 1))
+        )
+    writer.close()
+
+    done = marionette("replay", str(path), "--list", "--json")
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    assert listing["schema_version"] == 1, "listed as recorded"
+    [turn] = listing["turns"]
+    assert (turn["heard"], turn["reply"], turn["chunks"], turn["finished"]) == (
+        "Hi there", "Hello!", 1, True,
+    )  # fmt: skip
+    records = list(Recording(path).records())
+    assert [
+        decode_entry(
+            StreamEntry(r.stream, r.entry_id.encode(), r.fields), topic, 10**6
+        ).envelope.message_id
+        for r, topic in zip(records, (CHAT_MESSAGE, POLICY_TOKEN, TTS_CHUNK), strict=True)
+    ] == ["t1:0", "t1:0", "t1:0"], "read as this build's contracts, identity and all"
 
 
 def test_record_names_the_topics_it_knows(bus_settings: BusSettings) -> None:
