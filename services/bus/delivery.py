@@ -4,9 +4,10 @@ acknowledge.
 Before the handler runs, one script checks the partition's fence, drops a duplicate, and
 marks the entry as in hand. An entry found in hand by a consumer that is gone was being
 handled when that consumer died: that counts as a failed attempt. Entries that only
-waited in a queue are never charged, and a handler that makes progress (publishes, or
-checkpoints) has its earlier crashes forgiven, so a long reply killed twice is not taken
-for poison. After MARIONETTE_MAX_DELIVERIES attempts the entry goes to dead letters.
+waited in a queue are never charged, and a handler that makes progress (checkpoints its
+state, with a publish or on its own) has its earlier crashes forgiven, so a long reply
+killed twice is not taken for poison; one that publishes the same first message each time
+and then dies is. After MARIONETTE_MAX_DELIVERIES attempts the entry goes to dead letters.
 
 The acknowledgement, the duplicate mark, the stage's changed state and the entries the
 handler released all go in one fenced write after the handler returned; the handler's
@@ -89,19 +90,22 @@ class Delivery:
 
     def take_pending(self, *, progress: bool) -> Writes:
         """The writes waiting for the next fenced write (and, when it publishes or
-        checkpoints, the forgiving of this entry's crashes: it made progress)."""
+        checkpoints its state, the forgiving of this entry's crashes: it made progress)."""
         writes, self.pending = self.pending, Writes()
+        checkpointed = bool(self.state)
         for key, value in self.state.items():
             if value is None:
                 writes.delete(key)
             else:
                 writes.set(key, value.model_dump_json(), self.state_ttl_s)
         self.state = {}
-        if progress and not self.closed:
+        if progress and self.timeout is not None:
+            self.timeout.reschedule(asyncio.get_running_loop().time() + self.timeout_s)
+        # Only a checkpoint is progress: a handler that publishes the same first message each
+        # time and then kills its consumer is poison all the same.
+        if progress and checkpointed and not self.closed:
             writes.done(self.keys.in_hand, self.keys.crashes, self.entry.entry_id,
                         self.fence.token, finished=False)  # fmt: skip
-            if self.timeout is not None:
-                self.timeout.reschedule(asyncio.get_running_loop().time() + self.timeout_s)
         return writes
 
     def release(self, session_id: str, keep_last: int) -> None:

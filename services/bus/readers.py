@@ -183,12 +183,15 @@ class PartitionedReader:
                 for entry in await claim_pending(p, part.stream):
                     if not await self._handle(part, entry):
                         return
+                    raise_if_cancelling()
                 part.ready = True
 
             await resilient(name, take_over, self.ensure_groups, repeat=False)
             while part.ready and (entry := await part.queue.get()) is not None:
                 if not await self._handle(part, entry):
                     return
+                # redis-py can swallow a cancellation that lands inside a command.
+                raise_if_cancelling()
         finally:
             if self.parts.get(part.number) is part and not part.draining:
                 self.parts.pop(part.number, None)
@@ -197,6 +200,7 @@ class PartitionedReader:
         """Process one entry through Redis outages; False when the partition is not ours."""
         backoff = Backoff(cap_s=0.2)
         while True:
+            raise_if_cancelling()
             if not part.fence.held():
                 log.warning(
                     "%s: lease on partition %d ran out; stopping it", self.name, part.number

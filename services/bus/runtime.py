@@ -67,6 +67,7 @@ S = TypeVar("S", bound=BaseModel)
 T = TypeVar("T")
 StageT = TypeVar("StageT", bound=Stage)
 RECENT_CONTROL = 4096  # control message ids remembered, to drop a re-published one
+STOP_GRACE_S = 10.0  # what a stopping stage waits for its loops
 
 
 class BusNotRunning(RuntimeError):
@@ -281,6 +282,8 @@ class StageRuntime(Generic[StageT]):
         self._draining: set[int] = set()
         self._recent_control: OrderedDict[str, None] = OrderedDict()
         self._cursors: dict[str, tuple[int, int]] = {}
+        self._broadcast: list[tuple[BroadcastReader, str]] = []
+        self._started_at = (0, 0)  # Redis time when start() began, as an entry id
         self._ready = asyncio.Event()
         self._work: asyncio.Task[None] | None = None
 
@@ -329,7 +332,10 @@ class StageRuntime(Generic[StageT]):
     # --- start and stop -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Build the stage, then consume; returns once it holds its partitions (if free)."""
+        """Build the stage, then consume; returns once it holds its partitions (if free)
+        and has read back the control history."""
+        seconds, micros = await self.client.time()
+        self._started_at = (seconds * 1000 + micros // 1000, 0)
         stage = await self._build(self.bus)
         self._stage = stage
         for consumer in self.consumers:
@@ -345,6 +351,10 @@ class StageRuntime(Generic[StageT]):
         self.broker = make_broker(self.settings.redis_url or "", self.router, self.group)
         await start_without_fetch_loops(self.broker)
         self.bus.running = True
+        caught_up = [asyncio.Event() for _ in self._broadcast]
+        for (broadcast, cursor_key), done in zip(self._broadcast, caught_up, strict=True):
+            reading = self._read_broadcast(broadcast, cursor_key, done)
+            self._tasks.append(asyncio.create_task(reading, name=broadcast.name))
         if self.ownership is not None:
             self._tasks.append(asyncio.create_task(self._own_partitions(), name="ownership"))
         for reader in self._partitioned:
@@ -352,9 +362,11 @@ class StageRuntime(Generic[StageT]):
         self._work = asyncio.create_task(self._background(stage), name="background")
         self._tasks.append(self._work)
         metrics.watch(self)
+        waits = [event.wait() for event in caught_up]
         if self.ownership is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), self.settings.lease_ms / 1000)
+            waits.append(self._ready.wait())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), self.settings.lease_ms / 1000)
 
     def _add_partitioned(self, topic: Topic[Any], subscriber: Any, drop: bool) -> None:
         processor = EntryProcessor(
@@ -384,12 +396,27 @@ class StageRuntime(Generic[StageT]):
             history_ms=self.settings.control_history_s * 1000, block_ms=self.settings.block_ms,
             read_count=self.settings.read_count, name=f"{self.group}/{topic.name}",
         )  # fmt: skip
-        self._tasks.append(asyncio.create_task(self._read_broadcast(reader, cursor_key)))
+        self._broadcast.append((reader, cursor_key))
 
-    async def _read_broadcast(self, reader: BroadcastReader, cursor_key: str) -> None:
+    async def _read_broadcast(
+        self, reader: BroadcastReader, cursor_key: str, caught_up: asyncio.Event
+    ) -> None:
         raw = await _quiet(self.client.get(cursor_key))
         self._cursors[cursor_key] = entry_order(raw) if raw else (0, 0)
-        await reader.run()
+        await reader.run(caught_up)
+
+    def _fresh(self, entry: StreamEntry, replayed: bool, cursor_key: str) -> bool:
+        """Not read back from before this replica started, nor handled by this stage then.
+
+        A control message in the history that is newer than the stage's cursor came while
+        every replica was down; one newer than this replica's start came while it was
+        starting: both are handled in full."""
+        order = entry_order(entry.entry_id)
+        return (
+            not replayed
+            or order >= self._started_at
+            or (order > self._cursors.get(cursor_key, (0, 0)))
+        )
 
     async def _on_broadcast(
         self,
@@ -413,16 +440,15 @@ class StageRuntime(Generic[StageT]):
         self._recent_control[message.message_id] = None
         while len(self._recent_control) > RECENT_CONTROL:
             self._recent_control.popitem(last=False)
+        fresh = self._fresh(entry, replayed, cursor_key)
         if isinstance(message, Control) and isinstance(message.command, Interrupt):
             turn = message.command.target_turn_id
             if not self.interrupts.covers_turn(message.session_id, turn):
                 self.interrupts.add(message.session_id, turn)
-                if not replayed and self._stage is not None and self._stage.interruptible:
+                if fresh and self._stage is not None and self._stage.interruptible:
                     await self._tell_interrupted(message.session_id, turn)
-        if subscriber is None:
-            return
-        if replayed and entry_order(entry.entry_id) <= self._cursors.get(cursor_key, (0, 0)):
-            return  # handled by this stage before this replica started
+        if subscriber is None or not fresh:
+            return  # an old one only tells which turns were interrupted
         for attempt in range(1, self.settings.max_deliveries + 1):
             try:
                 await subscriber.process_message(
@@ -487,6 +513,7 @@ class StageRuntime(Generic[StageT]):
         backoff = Backoff(cap_s=interval_s / 2)
         failing = False
         while True:
+            raise_if_cancelling()
             try:
                 changes = await ownership.tick()
                 if failing:
@@ -545,13 +572,18 @@ class StageRuntime(Generic[StageT]):
         metrics.unwatch(self)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_GRACE_S)
+            for task in stuck:
+                log.warning("%s: %s did not stop within %.0f s", self.group,
+                            task.get_name(), STOP_GRACE_S)  # fmt: skip
         self._tasks = []
         workers = [
             w for reader in self._partitioned for number in list(reader.parts)
             if (w := reader.stop(number)) is not None
         ]  # fmt: skip
-        await asyncio.gather(*workers, return_exceptions=True)
+        if workers:
+            await asyncio.wait(workers, timeout=STOP_GRACE_S)
         if self.ownership is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ownership.release_all(), 2.0)

@@ -114,7 +114,7 @@ def send_chat(
 
     async def go() -> PolicyToken | None:
         client: Redis = Redis.from_url(bus.redis_url or "")
-        stream = stream_for(POLICY_TOKEN, session, bus.partitions)  # type: ignore[arg-type]
+        stream = stream_for(POLICY_TOKEN, session, bus.partitions)
         newest = cast(list[tuple[bytes, Fields]], await client.xrevrange(stream, count=1))
         start = newest[0][0] if newest else b"0-0"
         async with Producer(bus, "cli", [CHAT_MESSAGE]) as producer:

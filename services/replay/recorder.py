@@ -75,7 +75,7 @@ async def stream_names(
     client: Redis, topics: Sequence[Topic[Envelope]], partitions: int
 ) -> list[str]:
     """Every stream of the topics: the configured partitions and any others already there."""
-    names = {s for topic in topics for s in streams_of(topic, partitions)}  # type: ignore[arg-type]
+    names = {s for topic in topics for s in streams_of(topic, partitions)}
     for topic in topics:
         if topic.ordered:
             async for key in client.scan_iter(match=f"{topic.name}.p*", _type="STREAM"):

@@ -44,7 +44,7 @@ def _route(record: Record, topic: Topic[Envelope], recorded: int, partitions: in
         session = str(json.loads(body)["session_id"])
     except (KeyError, ValueError, MalformedMessage):
         return record.stream  # not a message of the topic: where it was
-    return stream_for(topic, session, partitions)  # type: ignore[arg-type]
+    return stream_for(topic, session, partitions)
 
 
 async def replay_entries(
@@ -145,7 +145,7 @@ class InputPublisher:
         session = self.session_for(message.session_id)
         fresh = restamped(message, session, time.time() - record.added_at)
         await self.producer.publish(fresh)
-        return stream_for(topic, session, self.bus.partitions)  # type: ignore[arg-type]
+        return stream_for(topic, session, self.bus.partitions)
 
 
 def message_topic(record: Record) -> str:

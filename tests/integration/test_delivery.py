@@ -363,12 +363,6 @@ async def test_every_replica_reads_control_and_only_the_sessions_owner_answers_i
     assert await redis_client.xinfo_groups("control") == [], "no group: nothing pending"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: StageRuntime.start() returns before its BroadcastReader has taken the end "
-    "of `control`, so a control message published right after start is read as history, "
-    "and skipped because another replica of the stage already handled it",
-)
 async def test_a_replica_handles_control_published_once_it_started_but_not_older_control(
     bus_settings: BusSettings,
 ) -> None:
@@ -455,14 +449,6 @@ class Busy(Stage):
         await asyncio.sleep(0.001)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a partition worker cancelled inside a Redis call may have its cancellation "
-    "swallowed (redis-py's send_packed_command uses asyncio.wait_for, which on Python 3.11 "
-    "returns the result when the write finished as the cancel arrived); the worker never "
-    "re-raises it (raise_if_cancelling only runs on errors) and waits on its queue for ever, "
-    "so StageRuntime.stop() hangs (and a worker of a lost partition keeps handling)",
-)
 async def test_a_stage_stops_promptly_while_its_handlers_are_busy(
     bus_settings: BusSettings, redis_client: Redis
 ) -> None:
