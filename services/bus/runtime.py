@@ -334,8 +334,7 @@ class StageRuntime(Generic[StageT]):
     async def start(self) -> None:
         """Build the stage, then consume; returns once it holds its partitions (if free)
         and has read back the control history."""
-        seconds, micros = await self.client.time()
-        self._started_at = (seconds * 1000 + micros // 1000, 0)
+        self._started_at = await self._redis_now()
         stage = await self._build(self.bus)
         self._stage = stage
         for consumer in self.consumers:
@@ -367,6 +366,17 @@ class StageRuntime(Generic[StageT]):
             waits.append(self._ready.wait())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), self.settings.lease_ms / 1000)
+
+    async def _redis_now(self) -> tuple[int, int]:
+        """Redis's clock as an entry id; waits for Redis (it may be restarting)."""
+        backoff = Backoff()
+        while True:
+            try:
+                seconds, micros = await self.client.time()
+                return seconds * 1000 + micros // 1000, 0
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("%s: Redis does not answer yet (%s); waiting", self.group, exc)
+                await backoff.wait()
 
     def _add_partitioned(self, topic: Topic[Any], subscriber: Any, drop: bool) -> None:
         processor = EntryProcessor(

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import Producer, load_bus_settings
 from services.bus.redis_server import EmbeddedRedis
-from tests.helpers import read_topic, viewer_chat, wait_until
+from tests.helpers import partition_owners, read_topic, viewer_chat, wait_until
 from tests.integration.workers import echo_workers
 
 pytestmark = pytest.mark.integration
@@ -37,6 +37,11 @@ async def test_consumers_recover_from_a_redis_restart_without_losing_messages(
 
     with echo_workers(settings, tmp_path) as workers:
         worker = workers.start("worker")
+
+        async def serving() -> bool:
+            return len(await partition_owners(client, "echo")) == settings.partitions
+
+        await wait_until(serving, what="the stage to hold its partitions")  # then the outage
         async with Producer(settings, "producer", [CHAT_MESSAGE]) as producer:
             for seq in range(per_session):
                 if seq == restart_at:
