@@ -3,7 +3,8 @@
 Read stage.py first (how a stage is written), then runtime.py (how it is run).
 """
 
-from services.bus.runtime import Producer, StageRuntime, run_stage
+from services.bus.producer import Producer, run_stage
+from services.bus.runtime import StageRuntime
 from services.bus.settings import BusSettings, load_bus_settings
 from services.bus.stage import Bus, Checkpointed, Publishes, SessionMemory, Stage, consumes
 
