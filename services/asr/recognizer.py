@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from services.asr.settings import AsrSettings
-from services.models.files import ModelMissing, file_sha256
+from services.models.files import ModelMissing, has_sha256
 
 BUNDLED_MODELS = {
     # model name -> (package, pip requirement, sha256 of model.bin)
@@ -52,7 +52,7 @@ def bundled_model_dir(name: str) -> Path:
         ) from None
     directory = Path(module.get_model_path())
     model_bin = directory / "model.bin"
-    if not model_bin.is_file() or file_sha256(model_bin) != sha256:
+    if not has_sha256(model_bin, sha256):
         raise ModelMissing(
             f"{model_bin} is missing or damaged (sha256 mismatch): "
             f"pip install --force-reinstall {requirement}"

