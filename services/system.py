@@ -41,6 +41,7 @@ def local_system(
     on_ready: Callable[[Child], None] = lambda child: None,
     poll_s: float = 0.05,
     env_defaults: Mapping[str, str] | None = None,
+    spares: bool = True,
 ) -> Iterator[tuple[BusSettings, Supervisor]]:
     """Redis (the one given, else a temporary embedded one) and the stages, stage -> replica
     count, supervised until the block ends. Yields the settings that reach that Redis.
@@ -52,7 +53,7 @@ def local_system(
     commands, child_env = stage_children(stages)
     supervisor = Supervisor(
         commands, {**(env_defaults or {}), **os.environ, "REDIS_URL": server.url}, write,
-        child_env=child_env, on_ready=on_ready,
+        child_env=child_env, on_ready=on_ready, spares=spares,
     )  # fmt: skip
     supervisor.start()
     stopped = threading.Event()

@@ -164,7 +164,13 @@ class StageRuntime(Generic[StageT]):
     async def start(self) -> None:
         """Build the stage, then consume; returns once it holds its partitions (if free)
         and has read back the control history."""
-        started_at = await self._redis_now()
+        await self.prepare()
+        await self.serve()
+
+    async def prepare(self) -> None:
+        """Everything that takes time before serving: build the stage (load its model),
+        connect. A standby replica stops here until it is told to serve."""
+        await self._redis_now()  # waits for Redis to answer
         stage = await self._build(self.bus)
         self._stage = stage
         for consumer in self.consumers:
@@ -180,6 +186,12 @@ class StageRuntime(Generic[StageT]):
         self.broker = make_broker(self.settings.redis_url or "", self.router, self.group)
         await start_without_fetch_loops(self.broker)
         self.bus.running = True
+
+    async def serve(self) -> None:
+        """Take the partitions and follow control; returns once it holds them (if free)
+        and has read back the control history."""
+        started_at = await self._redis_now()
+        stage = self.stage
         caught_up = [asyncio.Event() for _ in self._followers]
         for follower, done in zip(self._followers, caught_up, strict=True):
             reading = follower.run(started_at, done)
@@ -340,15 +352,33 @@ class StageRuntime(Generic[StageT]):
         await self.client.aclose()
 
     async def run(
-        self, stop: asyncio.Event | None = None, ready: Callable[[], None] = lambda: None
+        self,
+        stop: asyncio.Event | None = None,
+        ready: Callable[[], None] = lambda: None,
+        *,
+        standby: asyncio.Event | None = None,
+        prepared: Callable[[], None] = lambda: None,
     ) -> None:
         """Run until `stop` is set (or for ever); a stage that consumes nothing (capture)
-        until its background work is done. ready() is called once it is serving."""
-        await self.start()
-        log.info("stage %s running as %s", self.group, self.replica_id)
-        ready()
-        stopped = asyncio.create_task((stop or asyncio.Event()).wait())
+        until its background work is done. ready() is called once it is serving.
+
+        standby: prepare (load the model), call prepared(), and serve only once this event
+        is set: a spare that takes over at once from a replica that died."""
+        stop = stop or asyncio.Event()
+        stopped = asyncio.create_task(stop.wait())
         try:
+            await self.prepare()
+            if standby is not None:
+                prepared()
+                log.info("stage %s ready to take over as %s", self.group, self.replica_id)
+                activated = asyncio.create_task(standby.wait())
+                await asyncio.wait({stopped, activated}, return_when=asyncio.FIRST_COMPLETED)
+                activated.cancel()
+                if stop.is_set():
+                    return
+            await self.serve()
+            log.info("stage %s running as %s", self.group, self.replica_id)
+            ready()
             waits: set[asyncio.Future[Any]] = {stopped}
             if not self.consumers and self._work is not None:
                 waits.add(self._work)

@@ -19,8 +19,16 @@ from services.errors import StageStartError
 from services.logs import setup_logging
 from services.registry import STAGES, stage_class
 from services.settings import load_settings
-from services.supervisor import StageFailed, Supervisor, notify_ready, supervised
+from services.supervisor import (
+    STANDBY_ENV,
+    StageFailed,
+    Supervisor,
+    notify_prepared,
+    notify_ready,
+    supervised,
+)
 from services.system import stage_children
+from services.telemetry.metrics import serve_metrics
 from services.telemetry.settings import TelemetrySettings
 from services.telemetry.setup import stage_telemetry
 
@@ -51,23 +59,42 @@ def run(
         raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     settings = bus_settings()
     telemetry = telemetry_settings(metrics_port)
+    standby = os.environ.get(STANDBY_ENV) == "1"
+    # A spare serves /metrics once it serves: the port is its predecessor's until then.
+    traced = telemetry.model_copy(update={"metrics_port": 0}) if standby else telemetry
     try:
-        with redis_for(settings) as ready_settings, stage_telemetry(stage, telemetry):
+        with redis_for(settings) as ready_settings, stage_telemetry(stage, traced):
             if not settings.redis_url:
                 console.print(
                     f"embedded Redis at {ready_settings.redis_url} (set REDIS_URL to share one)"
                 )
-            asyncio.run(_run_until_signal(StageRuntime(stage_cls, ready_settings)))
+            runtime = StageRuntime(stage_cls, ready_settings)
+            asyncio.run(_run_until_signal(runtime, telemetry if standby else None))
     except StageStartError as exc:
         raise fail(str(exc)) from None
 
 
-async def _run_until_signal(runtime: StageRuntime) -> None:  # type: ignore[type-arg]
+async def _run_until_signal(
+    runtime: StageRuntime,  # type: ignore[type-arg]
+    spare_of: TelemetrySettings | None,
+) -> None:
+    """spare_of: this is a spare of `marionette up` (prepared, it serves when the supervisor
+    says so), with the telemetry it takes on then."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await runtime.run(stop, ready=notify_ready)
+    standby = None
+    if spare_of is not None:
+        standby = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, standby.set)
+
+    def serving() -> None:
+        if spare_of is not None and spare_of.metrics_port:
+            serve_metrics(spare_of.metrics_port, spare_of.metrics_host)
+        notify_ready()
+
+    await runtime.run(stop, ready=serving, standby=standby, prepared=notify_prepared)
 
 
 def parse_scale(values: list[str] | None) -> dict[str, int]:
@@ -114,9 +141,16 @@ def up(
             help="Stages serve /metrics from this port on, one each, in the order listed; 0: off."
         ),
     ] = 9464,
+    spares: Annotated[
+        bool,
+        typer.Option(
+            help="A prepared spare beside each stage, which takes over at once when it dies "
+            "(memory for a second copy of each model)."
+        ),
+    ] = True,
 ) -> None:
     """Start Redis (embedded unless REDIS_URL is set) and every stage, each a supervised
-    process: restarted when it dies, its log lines prefixed with its name."""
+    process: replaced when it dies, its log lines prefixed with its name."""
     setup_logging(console=console)
     settings = bus_settings()
     telemetry_settings()  # a bad telemetry setting fails here, not in every stage
@@ -130,7 +164,10 @@ def up(
     commands, child_env = stage_children(replicas, metrics_port)
     try:
         with redis_for(settings, keep_data=True) as ready_settings:
-            _supervise(ready_settings, settings, commands, child_env, metrics_port, demo, duration)
+            _supervise(
+                ready_settings, settings, commands, child_env, metrics_port, demo, duration,
+                spares,
+            )  # fmt: skip
     except StageStartError as exc:
         raise fail(str(exc)) from None
 
@@ -143,6 +180,7 @@ def _supervise(
     metrics_port: int,
     demo: bool,
     duration: float | None,
+    spares: bool,
 ) -> None:
     url = settings.redis_url or ""
     where = "" if configured.redis_url else f" (its data in {settings.redis_dir})"
@@ -170,7 +208,7 @@ def _supervise(
 
     supervisor = Supervisor(
         commands, {**os.environ, "REDIS_URL": url}, line_printer(list(commands)),
-        child_env=child_env, on_ready=on_ready,
+        child_env=child_env, on_ready=on_ready, spares=spares,
     )  # fmt: skip
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

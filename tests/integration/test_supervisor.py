@@ -123,20 +123,29 @@ def test_config_error_stops_everything_with_the_stage_named() -> None:
     assert steady.returncode == -signal.SIGTERM
 
 
-def _child_pid(parent: int, stage: str) -> int:
+def _children(parent: int, stage: str) -> list[int]:
     found = subprocess.run(
         ["pgrep", "-P", str(parent), "-f", f"services run {stage}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    pids = [int(p) for p in found.stdout.split()]
-    return pids[0] if pids else 0
+    return [int(p) for p in found.stdout.split()]
+
+
+def _is_spare(pid: int) -> bool:
+    return b"MARIONETTE_STANDBY=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
+def _child_pid(parent: int, stage: str) -> int:
+    """The process serving the stage (not a spare started as one)."""
+    serving = [pid for pid in _children(parent, stage) if not _is_spare(pid)]
+    return serving[0] if serving else 0
 
 
 def test_up_restarts_a_killed_stage_and_stops_on_sigint(
     bus_settings: BusSettings, tmp_path: Path
 ) -> None:
     log = tmp_path / "up.log"
-    up = start_marionette(["up", "--stage", "monitor"], bus_settings, log)
+    up = start_marionette(["up", "--stage", "monitor", "--no-spares"], bus_settings, log)
     try:
         deadline = time.monotonic() + 60
         while "monitor | " not in log.read_text(errors="replace"):
@@ -160,6 +169,42 @@ def test_up_restarts_a_killed_stage_and_stops_on_sigint(
         assert _child_pid(up.pid, "monitor") == 0
         with pytest.raises(ProcessLookupError):
             os.kill(second, 0)
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_up_hands_a_killed_stage_over_to_its_spare(
+    bus_settings: BusSettings, tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    up = start_marionette(["up", "--stage", "monitor"], bus_settings, log)
+    try:
+        deadline = time.monotonic() + 60
+
+        def wait_for(condition: Callable[[], bool]) -> None:
+            while not condition():
+                assert up.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+
+        wait_for(lambda: "ready to take over" in log.read_text(errors="replace"))
+        first = _child_pid(up.pid, "monitor")
+        [standby] = [p for p in _children(up.pid, "monitor") if p != first]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: "its spare serves" in log.read_text(errors="replace"))
+        text = log.read_text()
+        assert (
+            "monitor | [supervisor] died (killed by SIGKILL) while serving; its spare serves"
+            in text
+        )
+        assert "monitor | [supervisor] restarting" not in text, "no new process to wait for"
+        os.kill(standby, 0)  # the spare is the one serving now
+        # and a new spare is started beside it
+        wait_for(lambda: len(set(_children(up.pid, "monitor")) - {standby}) == 1)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=30) == 0, log.read_text()
+        assert _children(up.pid, "monitor") == [], "the stage and its spare went down with it"
     finally:
         if up.poll() is None:
             up.kill()
