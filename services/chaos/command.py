@@ -45,6 +45,9 @@ def chaos(
         list[str] | None, typer.Option(help="Stages that may be killed (default: all run).")
     ] = None,
     settle: Annotated[float, typer.Option(help="Seconds to wait for the last replies.")] = 120,
+    spares: Annotated[
+        bool, typer.Option(help="A prepared spare beside each stage, as `marionette up` has.")
+    ] = True,
     seed: Annotated[int | None, typer.Option(help="Repeat a run's random choices.")] = None,
     workdir: Annotated[
         Path | None, typer.Option(help="Where Redis data, WAVs and the stages' log go.")
@@ -71,7 +74,7 @@ def chaos(
         turns=turns, every_s=every, spoken_share=spoken if "asr" in chosen else 0.0,
         kill_every_s=interval, kills=kills, redis_restarts=redis_restarts,
         stages={name: 1 for name in chosen} | parse_scale(scale), victims=victim,
-        settle_s=settle, seed=seed,
+        settle_s=settle, seed=seed, spares=spares,
     )  # fmt: skip
     folder = workdir or Path(tempfile.mkdtemp(prefix="marionette-chaos-"))
     console.print(f"chaos run in {folder} (the stages' log: {folder / 'stages.log'})")
@@ -109,8 +112,8 @@ def print_report(report: ChaosReport) -> None:
     table.add_row("recovery after a kill, s (p50 / p95 / max)", _spread(summary["recovery s"]))
     if report.redis_restarts:
         table.add_row(
-            f"next reply after a Redis restart, s ({summary['redis restarts']} restarts)",
-            _spread(summary["next reply after a redis restart s"]),
+            f"next turn answered after a Redis restart, s ({summary['redis restarts']})",
+            _spread(summary["next turn answered after a redis restart s"]),
         )
         table.add_row(
             "leases that changed hands across a Redis restart",

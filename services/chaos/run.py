@@ -61,6 +61,7 @@ class ChaosPlan:
     stages: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STAGES))
     victims: list[str] | None = None  # stages that may be killed (default: all started)
     round_robin: bool = False  # kill the victims in turn instead of at random
+    spares: bool = True  # as `marionette up`: a prepared spare beside each replica
     sessions: int = 4
     settle_s: float = 120.0
     seed: int | None = None
@@ -111,10 +112,11 @@ def run_chaos(
         server.start()
         bus = BusSettings(redis_url=server.url)
         try:
-            with local_system(bus, plan.stages, write, redis=server, env_defaults=env_defaults) as (
-                live,
-                supervisor,
-            ):
+            system = local_system(
+                bus, plan.stages, write, redis=server, env_defaults=env_defaults,
+                spares=plan.spares,
+            )  # fmt: skip
+            with system as (live, supervisor):
                 run = _Run(plan, live, supervisor, server, rng=rng)
                 _wait_ready(supervisor, progress)
                 progress("every stage is ready; the conversation starts")
@@ -350,10 +352,16 @@ async def _report(run: _Run) -> ChaosReport:
     finally:
         await client.aclose()
     turns = judge(run.sent, streams, playback="playback" in run.plan.stages)
-    finals = sorted(
-        p.added_at for p in streams.get("policy.token", []) if getattr(p.message, "final", False)
-    )
-    after_restarts = [next((t - at for t in finals if t > at), float("nan")) for at in run.restarts]
+    reply_of = {
+        (sent.session_id, sent.key): report.latency_s.get("reply")
+        for report, sent in zip(turns, run.sent, strict=True)
+    }
+    after_restarts = []
+    for at in run.restarts:  # the first turn asked after it: how long until its reply
+        later = [t for t in run.sent if t.sent_at > at]
+        first = min(later, key=lambda t: t.sent_at) if later else None
+        reply = reply_of.get((first.session_id, first.key)) if first else None
+        after_restarts.append(float("nan") if reply is None else reply)
     kills = [
         Recovery(
             k.stage, k.child, round(k.at - run.started, 2), len(k.tokens),

@@ -174,6 +174,9 @@ def _latencies(turn: SentTurn, streams: TurnStreams) -> dict[str, float]:
     first = streams.opening[0]
     heard_by = "asr" if isinstance(first.message, AsrFinal) else "chat in"
     latency = {heard_by: first.added_at - turn.sent_at}
+    finals = [t for t in streams.tokens if isinstance(t.message, PolicyToken) and t.message.final]
+    if finals:
+        latency["reply"] = finals[0].added_at - turn.sent_at  # asked -> answered in full
     steps = [
         ("policy", streams.opening, streams.tokens),
         ("tts", streams.tokens, streams.chunks),
@@ -201,7 +204,7 @@ class Recovery:
 class ChaosReport:
     turns: list[TurnReport]
     kills: list[Recovery]
-    redis_restarts: list[float]  # seconds until the next reply after each
+    redis_restarts: list[float]  # per restart: how long the next turn asked took to answer
     lease_changes_after_restarts: list[int]  # leases that changed hands across each restart
     dead_letters: list[dict[str, Any]]
     replicas: dict[str, int]
@@ -224,7 +227,7 @@ class ChaosReport:
             "kills not recovered": sum(1 for k in self.kills if k.served_again_s is None),
             "recovery s": spread(recoveries),
             "redis restarts": len(self.redis_restarts),
-            "next reply after a redis restart s": spread(self.redis_restarts),
+            "next turn answered after a redis restart s": spread(self.redis_restarts),
             "leases that changed across a redis restart": sum(self.lease_changes_after_restarts),
             "stage latency s": {
                 name: spread([t.latency_s[name] for t in self.turns if name in t.latency_s])
@@ -252,6 +255,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 
 def spread(values: Sequence[float]) -> dict[str, float | None]:
+    values = [v for v in values if v == v]  # NaN: not measured
     if not values:
         return {"p50": None, "p95": None, "max": None}
     return {
