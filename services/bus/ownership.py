@@ -91,6 +91,8 @@ class PartitionOwnership:
         self._members = f"marionette:members:{group}"
         self._first_tick = True
         self._lapsed: dict[int, str] = {}  # partitions given up at their deadline: tokens
+        self._members_seen = 1
+        self._recovering_until = 0.0
         # Replicas starting together look for free partitions from different places.
         self._offset = zlib.crc32(replica_id.encode()) % partitions
 
@@ -100,6 +102,11 @@ class PartitionOwnership:
         if lease is None or time.monotonic() >= lease.valid_until:
             return None
         return Fence(lease_key(self.group, partition), lease.token)
+
+    def redis_away(self) -> None:
+        """A tick failed (Redis restarting?): for a while after it answers again, count the
+        members seen before."""
+        self._recovering_until = time.monotonic() + 2 * self.lease_ms / 1000
 
     def drop_expired(self) -> set[int]:
         """Give up the partitions whose local deadline passed without a renewal (Redis was
@@ -137,7 +144,14 @@ class PartitionOwnership:
             pipe.zcard(self._members)
             pipe.pexpire(self._members, self.lease_ms * 10)
             *_, live, _ = await pipe.execute()
-        fair_share = math.ceil(self.partitions / max(int(live), 1))
+        live = int(live)
+        if time.monotonic() < self._recovering_until:
+            # Just after Redis was away: the others may not have said they are alive again
+            # yet. Count them as before, or this replica would take their share (churn).
+            live = max(live, self._members_seen)
+        else:
+            self._members_seen = live
+        fair_share = math.ceil(self.partitions / max(live, 1))
 
         if self._lapsed:
             # Nobody can have taken a lease that still holds our token: no churn after

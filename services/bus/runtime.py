@@ -285,6 +285,7 @@ class StageRuntime(Generic[StageT]):
                     log.warning("%s: leases: %s: %s; retrying", self.group,
                                 type(exc).__name__, exc)  # fmt: skip
                 failing = True
+                ownership.redis_away()
                 changes = LeaseChanges(lost=ownership.drop_expired())
             self._apply(changes)
             self._ready.set()

@@ -229,6 +229,11 @@ async def _watch_leases(run: _Run) -> None:
                     kill.served_again = now - (time.monotonic() - child.ready_at)
 
 
+def _owner(token: bytes | None) -> str | None:
+    """The replica a lease token names ("<replica>#<epoch>.<nonce>")."""
+    return None if token is None else token.decode().partition("#")[0]
+
+
 def _stage_of(child: str, stages: dict[str, int]) -> str:
     return child if child in stages else child.rsplit("-", 1)[0]
 
@@ -295,7 +300,7 @@ async def _restart_redis(run: _Run, progress: Callable[[str], None]) -> None:
         killed = {k.stage for k in run.kills if k.at >= snapshot_at - 10}
         run.lease_changes.append(sum(
             1 for key, token in before.items()
-            if token is not None and after.get(key) != token
+            if token is not None and _owner(after.get(key)) != _owner(token)
             and key.split(":")[2] not in killed
         ))  # fmt: skip
         progress(f"Redis restart {number + 1}/{plan.redis_restarts} (down {plan.redis_down_s} s)")

@@ -176,3 +176,24 @@ async def test_a_stalled_replica_cannot_answer_a_message_another_took_over(
     stream = stream_for(CHAT_MESSAGE, "s1", bus_settings.partitions)
     assert (await redis_client.xpending(stream, "echo"))["pending"] == 0
     assert await redis_client.xlen("dlq.chat.message") == 0
+
+
+async def test_after_redis_was_away_a_replica_does_not_take_the_others_share(
+    redis_client: Redis,
+) -> None:
+    """Both lost their leases in a Redis outage; the one back first must not take all the
+    partitions (churn) while the other is still reconnecting."""
+    a, b = replica(redis_client, "a"), replica(redis_client, "b")
+    await settle(a, b)
+    assert len(a.leases) == len(b.leases) == 4
+    b.redis_away()  # b's renewals failed while Redis restarted
+    await asyncio.sleep(0.7)  # every lease and membership lapsed meanwhile (600 ms)
+    assert set(b.drop_expired())
+    assert b.leases == {}
+    await b.tick()
+    assert len(b.leases) == 4, "it keeps to its share while the other may still come back"
+    a.redis_away()
+    a.drop_expired()
+    await a.tick()
+    assert len(a.leases) == 4
+    assert set(a.leases).isdisjoint(b.leases)
