@@ -39,6 +39,7 @@ from rich.table import Table
 
 from services.bus.redis_server import free_port
 from services.models import prepare
+from services.models.bundled import QWEN_05B
 from services.policy.backends import (
     BackendUnavailable,
     ChatBackend,
@@ -48,7 +49,6 @@ from services.policy.backends import (
     OllamaBackend,
     OpenAICompatibleBackend,
 )
-from services.policy.gguf import QWEN_05B
 from services.policy.persona import BUNDLED_PERSONAS, Persona, load_persona_file
 from services.policy.settings import PolicySettings
 from services.policy.stage import Turn

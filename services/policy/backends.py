@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.errors import StageStartError
-from services.policy.gguf import resolve_gguf
+from services.models.bundled import resolve_gguf
 from services.policy.settings import PolicySettings
 
 Messages = list[dict[str, str]]

