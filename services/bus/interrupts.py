@@ -1,13 +1,14 @@
-"""Turns that were interrupted: a stage drops their late messages by turn id.
+"""Turns that were interrupted: the runtime drops their late messages by turn id.
 
-Each stage that consumes `control` adds the turns it is told to interrupt; consumers
-declared with drop_interrupted=True then acknowledge that turn's entries without handling
-them. The set is bounded: a turn old enough to be forgotten has no messages left in flight.
+The runtime of every stage that reads `control` (services.bus.control) adds the turns it
+is told to interrupt; an interruptible stage's handlers never see those turns' entries
+(they are acknowledged unhandled). The set is bounded: a turn old enough to be forgotten
+has no messages left in flight.
 """
 
 from collections import OrderedDict
 
-from contracts import Control, Envelope, Interrupt
+from contracts import Envelope
 
 REMEMBERED_TURNS = 4096
 
@@ -22,14 +23,6 @@ class InterruptedTurns:
         self._turns.move_to_end((session_id, turn_id))
         while len(self._turns) > self.capacity:
             self._turns.popitem(last=False)
-
-    def note(self, message: Control) -> Interrupt | None:
-        """Remember the turn if `message` interrupts one; returns the Interrupt, if it was."""
-        command = message.command
-        if not isinstance(command, Interrupt):
-            return None
-        self.add(message.session_id, command.target_turn_id)
-        return command
 
     def covers_turn(self, session_id: str, turn_id: str) -> bool:
         return (session_id, turn_id) in self._turns
