@@ -2,13 +2,14 @@
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from redis.asyncio import Redis
 from rich.table import Table
 
-from contracts.topics import ALL_TOPICS, topic_named
+from contracts.topics import topic_named
 from services.bus import dead_letters as dlq
 from services.cli.common import bus_settings, existing_redis, fail, out
 from services.cli.stages import telemetry_settings
@@ -183,14 +184,7 @@ def asyncapi(
     from services.bus.asyncapi import DOCUMENT_PATH, build_document
 
     document = build_document([stage_class(name) for name in sorted(STAGES)])
-    if check:
-        current = DOCUMENT_PATH.read_text() if DOCUMENT_PATH.exists() else ""
-        if current != document:
-            raise fail(f"{DOCUMENT_PATH} is stale: run `marionette asyncapi` and commit it")
-        out.print(f"{DOCUMENT_PATH} is up to date")
-        return
-    DOCUMENT_PATH.write_text(document)
-    out.print(f"wrote {DOCUMENT_PATH} ({len(ALL_TOPICS)} topics)")
+    _write_or_check(DOCUMENT_PATH, document, "asyncapi", check)
 
 
 def docs(
@@ -199,13 +193,17 @@ def docs(
     """Write docs/settings.md from the settings classes (every variable, its default)."""
     from services.settings_reference import DOCUMENT_PATH, settings_reference
 
-    document = settings_reference()
+    _write_or_check(DOCUMENT_PATH, settings_reference(), "docs", check)
+
+
+def _write_or_check(path: Path, document: str, command: str, check: bool) -> None:
+    """Generated documents are committed; CI runs the command with --check so they stay true."""
     if check:
-        current = DOCUMENT_PATH.read_text() if DOCUMENT_PATH.exists() else ""
+        current = path.read_text() if path.exists() else ""
         if current != document:
-            raise fail(f"{DOCUMENT_PATH} is stale: run `marionette docs` and commit it")
-        out.print(f"{DOCUMENT_PATH} is up to date")
+            raise fail(f"{path} is stale: run `marionette {command}` and commit it")
+        out.print(f"{path} is up to date")
         return
-    DOCUMENT_PATH.parent.mkdir(exist_ok=True)
-    DOCUMENT_PATH.write_text(document)
-    out.print(f"wrote {DOCUMENT_PATH}")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(document)
+    out.print(f"wrote {path}")

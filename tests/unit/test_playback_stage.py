@@ -11,6 +11,7 @@ from contracts.topics import PLAYBACK_PROGRESS
 from services.bus.harness import SimulatedCrash, StageHarness
 from services.playback.settings import PlaybackSettings
 from services.playback.stage import CHECKPOINT_S, PlaybackStage
+from tests.unit.hold import Hold
 
 RATE = 16_000
 BLOCK_MS = 20
@@ -22,7 +23,7 @@ Key = tuple[str, str]
 class Output:
     """What was played, a WAV file per turn as WavSink writes them; it outlives a replica.
 
-    `hold_after(n)` holds the write of block n + 1 until `release()` (playback is then in
+    `hold.after(n)` holds the write of block n + 1 until `hold.release()` (playback is then in
     the middle of a chunk); `crash_at_block` makes the replica die as it plays that block.
     """
 
@@ -33,33 +34,17 @@ class Output:
         self.ended: list[Key] = []
         self.resumed: list[tuple[Key, float]] = []
         self.crash_at_block: int | None = None
-        self._hold_after: int | None = None
-        self._holding = asyncio.Event()
-        self._go = asyncio.Event()
+        self.hold = Hold()
 
     def played(self, session: str = "s1", turn: str = "t1") -> bytes:
         return bytes(self.audio.get((session, turn), b""))
-
-    def hold_after(self, blocks: int) -> None:
-        self._hold_after = blocks
-        self._holding.clear()
-        self._go.clear()
-
-    async def holding(self) -> None:
-        await asyncio.wait_for(self._holding.wait(), 5)
-
-    def release(self) -> None:
-        self._hold_after = None
-        self._go.set()
 
     async def before_block(self) -> None:
         number = len(self.blocks) + 1
         if self.crash_at_block == number:
             self.crash_at_block = None
             raise SimulatedCrash(f"died playing block {number}")
-        if self._hold_after is not None and number > self._hold_after:
-            self._holding.set()
-            await self._go.wait()
+        await self.hold.point(done=number - 1)
 
 
 class MemorySink:
@@ -214,11 +199,11 @@ async def test_an_interrupt_mid_chunk_stops_within_a_block_and_cuts_the_heard_te
     playback = harness(output)
     chunks = chunks_of(TEXTS, seconds=1.0)  # 50 blocks a chunk
     await playback.send(chunks[0])
-    output.hold_after(50 + 25)  # half of the second chunk
+    output.hold.after(50 + 25)  # half of the second chunk
     playing = asyncio.create_task(playback.send(*chunks[1:]))
-    await output.holding()
+    await output.hold.holding()
     await playback.send(control(Interrupt(target_turn_id="t1")))
-    output.release()
+    output.hold.release()
     await asyncio.wait_for(playing, 5)
     assert len(output.blocks) <= 50 + 25 + 1, "it stops within one block"
     last = progress_of(playback)[-1]
@@ -234,11 +219,11 @@ async def pause_mid_chunk(
     output: Output, playback: StageHarness[PlaybackStage], chunks: list[TtsChunk]
 ) -> "asyncio.Task[list[object]]":
     """Play the chunks and pause the turn five blocks in; returns the playing task."""
-    output.hold_after(5)
+    output.hold.after(5)
     playing = asyncio.create_task(playback.send(*chunks))
-    await output.holding()
+    await output.hold.holding()
     await playback.send(control(Pause(target_turn_id="t1")))
-    output.release()
+    output.hold.release()
     await reported(playback, "paused")
     return playing  # type: ignore[return-value]
 

@@ -34,6 +34,7 @@ from services.policy.memory import Memory
 from services.policy.settings import PolicySettings
 from services.policy.stage import SUMMARY_PROMPT, WARM_UP, PolicyStage
 from tests.standins.ollama import ollama_stand_in
+from tests.unit.hold import Hold
 
 REPLY = ["[happy]", " Hello", " there,", " my", " fri", "end!", " Shall", " we", " play", "?"]
 SAID = "Hello there, my friend! Shall we play?"
@@ -44,7 +45,7 @@ class ScriptedBackend:
     """Answers every turn with the same tokens, and summary requests with a summary.
 
     Like a real backend given `prefix`, it goes on from there: the rest of the reply that
-    begins with it. `hold_after(n)` holds a reply after n tokens until `release()`."""
+    begins with it. `hold.after(n)` holds a reply after n tokens until `hold.release()`."""
 
     name = "scripted"
 
@@ -56,9 +57,7 @@ class ScriptedBackend:
         self.requests: list[tuple[Messages, Generation, str]] = []
         self.failures = 0  # fail this many replies before their first token
         self.fail_after: int | None = None  # fail a reply after this many tokens
-        self._hold_after: int | None = None
-        self._holding = asyncio.Event()
-        self._go = asyncio.Event()
+        self.hold = Hold()
 
     @property
     def prompts(self) -> list[Messages]:
@@ -75,18 +74,6 @@ class ScriptedBackend:
 
     async def check(self) -> None:
         pass
-
-    def hold_after(self, tokens: int) -> None:
-        self._hold_after = tokens
-        self._holding.clear()
-        self._go.clear()
-
-    async def holding(self) -> None:
-        await asyncio.wait_for(self._holding.wait(), 5)
-
-    def release(self) -> None:
-        self._hold_after = None
-        self._go.set()
 
     async def stream(
         self, messages: Messages, options: Generation, prefix: str = ""
@@ -109,9 +96,7 @@ class ScriptedBackend:
                 continue  # said before
             if number == self.fail_after:
                 raise BackendFailed("scripted failure mid-reply")
-            if self._hold_after is not None and number >= self._hold_after:
-                self._holding.set()
-                await self._go.wait()
+            await self.hold.point(done=number)
             yield token[max(0, len(token) - (at - len(prefix))) :]
 
 
@@ -309,11 +294,11 @@ async def test_a_bad_persona_change_is_refused_and_the_persona_stays(
 async def test_a_turn_in_flight_keeps_the_persona_it_started_with() -> None:
     backend = ScriptedBackend()
     policy = harness(backend)
-    backend.hold_after(2)
+    backend.hold.after(2)
     first = asyncio.create_task(policy.send(chat("hello", turn="t1")))
-    await backend.holding()
+    await backend.hold.holding()
     await policy.send(control(PersonaChange(persona="grumpy")))
-    backend.release()
+    backend.hold.release()
     await first
     await policy.send(chat("hello again", turn="t2"))
     first_prompt, second_prompt = (messages for messages, _ in backend.replies_asked)
@@ -360,11 +345,11 @@ async def test_sessions_have_their_own_memory() -> None:
 async def test_an_interrupt_stops_the_reply_and_memory_keeps_what_was_heard() -> None:
     backend = ScriptedBackend()
     policy = harness(backend)
-    backend.hold_after(5)
+    backend.hold.after(5)
     replying = asyncio.create_task(policy.send(chat("tell me a story", turn="t1")))
-    await backend.holding()
+    await backend.hold.holding()
     await policy.send(control(Interrupt(target_turn_id="t1"), session="s1"))
-    backend.release()
+    backend.hold.release()
     await replying
     tokens = tokens_of(policy.published())
     final = tokens[-1]
