@@ -109,15 +109,17 @@ class BargeIn:
 
     def is_speech(self, chunk: bytes) -> bool:
         voiced = self._vad.is_speech(chunk)
+        gated = False  # speech, but not louder than the character's echo would be
         threshold = self._threshold()
         if threshold is not None:
             level = level_dbfs(chunk)
             louder = level >= threshold
             if not (voiced and louder) and self._measuring():
                 self._excess.append(level - self.voice.level_dbfs)  # type: ignore[union-attr]
+            gated = voiced and not louder
             voiced = voiced and louder
         if self.settings.barge_in:
-            self._follow(voiced)
+            self._follow(voiced, gated)
         return voiced
 
     def drain(self) -> list[BargeInEvent]:
@@ -159,9 +161,9 @@ class BargeIn:
             return None
         return None if voice.turn_id == self._interrupted else voice.turn_id
 
-    def _follow(self, voiced: bool) -> None:
+    def _follow(self, voiced: bool, gated: bool) -> None:
         if self._held is not None:
-            self._while_held(self._held, voiced)
+            self._while_held(self._held, voiced, gated)
             return
         turn = self._talking_turn()
         self._run_ms = self._run_ms + self.chunk_ms if voiced and turn else 0
@@ -169,14 +171,17 @@ class BargeIn:
             self._events.append(Hold(turn))
             self._held, self._voiced_ms, self._quiet_ms, self._run_ms = turn, self._run_ms, 0, 0
 
-    def _while_held(self, turn: str, voiced: bool) -> None:
+    def _while_held(self, turn: str, voiced: bool, gated: bool) -> None:
         if voiced:
             self._voiced_ms += self.chunk_ms
             self._quiet_ms = 0
             if self._voiced_ms >= self.settings.barge_in_min_speech_ms:
                 self._events.append(InterruptTurn(turn))
                 self._held, self._interrupted = None, turn
-        else:
+        elif not gated:
+            # Gated speech is not quiet: until the pause reaches playback (and its echo tail
+            # is over) the gate may hide the user still talking, and a slow pause would
+            # then let the character go on over them.
             self._quiet_ms += self.chunk_ms
             if self._quiet_ms >= self.settings.barge_in_resume_ms:
                 self._events.append(Resume(turn))

@@ -190,3 +190,27 @@ def test_a_gap_between_chunks_is_not_taken_for_the_characters_echo(
     barge_in.on_progress(playing(level, remaining_s=len(rest) / RATE))
     echo = mic(at(0.0, rest, gain_db=-6), seconds=len(rest) / RATE)
     assert listen(barge_in, clock, echo) == [], "the next chunk's echo is still the character"
+
+
+def test_a_slow_pause_does_not_let_the_character_go_on_over_the_user(
+    user_question: np.ndarray,
+) -> None:
+    """Early in a reply (its echo not yet measured) the gate hides part of the user's
+    speech. Playback takes 0.6 s to report the pause (a busy machine): until then, and for
+    the echo tail after, what the gate hides is not quiet, so the user still interrupts."""
+    clock = Clock()
+    barge_in = detector(clock)
+    barge_in.on_progress(playing(-8.0, remaining_s=3.0))
+    pause_reported_at: float | None = None
+    events: list[BargeInEvent] = []
+    for chunk in chunks(mic(at(0.6, user_question, gain_db=4), seconds=4.0)):
+        barge_in.is_speech(chunk)
+        clock.now += 0.02
+        for event in barge_in.drain():
+            events.append(event)
+            if isinstance(event, Hold):
+                pause_reported_at = clock.now + 0.6
+        if pause_reported_at is not None and clock.now >= pause_reported_at:
+            barge_in.on_progress(playing(-8.0, state="paused", remaining_s=0.0))
+            pause_reported_at = None
+    assert events == [Hold("r1"), InterruptTurn("r1")]
