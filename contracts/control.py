@@ -62,8 +62,26 @@ class Panic(_Command):
     engaged: bool = True
 
 
+class MemoryClear(_Command):
+    """Forget what the character remembers of the control message's session, keeping a
+    backup of it first (MemoryRestore brings it back)."""
+
+    kind: Literal["memory_clear"] = "memory_clear"
+    backup_id: Identifier = Field(
+        description="The backup's id, chosen by the sender so it can tell its caller."
+    )
+
+
+class MemoryRestore(_Command):
+    """Replace the memory of the control message's session with one of its backups."""
+
+    kind: Literal["memory_restore"] = "memory_restore"
+    backup_id: Identifier
+
+
 Command = Annotated[
-    Interrupt | Pause | PersonaChange | ModuleToggle | Panic, Field(discriminator="kind")
+    Interrupt | Pause | PersonaChange | ModuleToggle | Panic | MemoryClear | MemoryRestore,
+    Field(discriminator="kind"),
 ]
 
 

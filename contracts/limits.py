@@ -9,6 +9,10 @@ SCHEMA_VERSION: Final = 3
 3: every message has a message_id; audio frames carry their capture run there instead of in
    turn_id, and the last frame of an input says so (end_of_input); playback.progress says
    how much of the chunk is left to play (remaining_s).
+   Later, still 3 (optional additions, absent means as before): chat.message may name a
+   persona file to answer as (persona) and come from platform "gateway"; control takes
+   MemoryClear and MemoryRestore. A consumer older than these rejects such a message
+   (extra fields are forbidden), so upgrade policy before the gateway sends them.
 """
 PREVIOUS_SCHEMA_VERSION: Final = SCHEMA_VERSION - 1
 """Readers accept this version too (upgrading it in memory), so stages upgrade one at a time."""

@@ -32,6 +32,12 @@ class AsrFinal(Envelope):
     confidence: float = Field(ge=0.0, le=1.0)
     speech_start_s: float = Field(ge=0, description="Speech start in the input timeline (s).")
     speech_end_s: float = Field(ge=0, description="Speech end in the input timeline (s).")
+    speech_end_at: float | None = Field(
+        default=None,
+        ge=0,
+        description="When the user stopped speaking, by the capture clock (Unix s): where "
+        "voice-to-voice latency starts.",
+    )
 
     @model_validator(mode="after")
     def _ordered_times(self) -> "AsrFinal":

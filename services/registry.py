@@ -16,7 +16,12 @@ STAGES: dict[str, str] = {
     "avatar": "services.avatar.stage:AvatarStage",
     "playback": "services.playback.stage:PlaybackStage",
     "monitor": "services.monitor.stage:MonitorStage",
+    "gateway": "services.gateway.stage:GatewayStage",
 }
+
+MODULES: tuple[str, ...] = tuple(name for name in STAGES if name != "gateway")
+"""What a ModuleToggle can switch off: each stage by its name (the gateway stays on, or
+nobody could switch anything back on)."""
 
 
 def stage_class(name: str) -> type[Stage]:

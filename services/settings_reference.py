@@ -31,6 +31,7 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
     from services.avatar.settings import AvatarSettings
     from services.bus.settings import BusSettings
     from services.capture.settings import CaptureSettings
+    from services.gateway.settings import GatewaySettings
     from services.playback.settings import PlaybackSettings
     from services.policy.settings import PolicySettings
     from services.telemetry.settings import TelemetrySettings
@@ -44,6 +45,7 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
         ("tts", TtsSettings),
         ("avatar", AvatarSettings),
         ("playback", PlaybackSettings),
+        ("gateway", GatewaySettings),
         ("telemetry", TelemetrySettings),
     ]
 

@@ -15,6 +15,10 @@ from redis.asyncio import Redis
 from services.bus import BusSettings, load_bus_settings
 from services.bus.redis_server import EmbeddedRedis
 
+# Gateways the tests start (`marionette up` starts one) take any free port, never the
+# 8765 of a Marionette the developer may be running.
+os.environ.setdefault("MARIONETTE_GATEWAY_PORT", "0")
+
 
 def _docker_answers() -> bool:
     if os.environ.get("MARIONETTE_TEST_NO_DOCKER"):

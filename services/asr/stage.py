@@ -365,6 +365,12 @@ class AsrStage(Stage):
                 text=transcript.text[:4000], language=transcript.language,
                 confidence=transcript.confidence,
                 speech_start_s=event.speech_start_s, speech_end_s=event.speech_end_s,
+                speech_end_at=_wall_time(listener.wall_ns(event.speech_end_s)),
             )
         )  # fmt: skip
         ASR_FINAL_LATENCY.observe(time.time() - listener.wall_ns(event.speech_end_s) / 1e9)
+
+
+def _wall_time(ns: int) -> float | None:
+    """Unix seconds, or None when frames carried no capture time (a test's zero clock)."""
+    return round(ns / 1e9, 3) if ns > 0 else None

@@ -116,9 +116,12 @@ class AvatarStage(Stage):
         )  # fmt: skip
 
     async def background(self) -> None:
-        """Blinks for every session seen in the last minute, at irregular intervals."""
+        """Blinks for every session seen in the last minute, at irregular intervals (none
+        while the avatar is switched off: it moves nothing)."""
         while True:
             await asyncio.sleep(random.uniform(0.5, 1.5) * self.settings.blink_every_s)
+            if self.bus.switched_off():
+                continue
             now = time.monotonic()
             for session, seen in list(self.last_seen.items()):
                 if now - seen > 60:

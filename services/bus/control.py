@@ -1,14 +1,15 @@
 """Following control (or any unordered topic) on every replica of a stage.
 
 Every replica reads every entry (services.bus.readers.BroadcastReader), so an interrupt or
-a pause reaches the replica that owns the turn. First the runtime's own rule: an Interrupt
+a pause reaches the replica that owns the turn. First the runtime's own rules: an Interrupt
 marks its turn, whose late messages an interruptible stage never sees, and tells the stage
-(on_interrupt). Then the stage's own handler, if it has one, with retries and dead letters.
+(on_interrupt); a ModuleToggle or Panic sets the switches (services.bus.switches). Then the
+stage's own handler, if it has one, with retries and dead letters.
 
 A starting replica reads back control_history_s of the stream. From that history it only
-learns which turns were interrupted, except what this stage has not handled yet (newer
-than the stage's cursor: it came while every replica was down) and what came while this
-replica was starting: those it handles in full.
+learns which turns were interrupted and how the switches stand, except what this stage has
+not handled yet (newer than the stage's cursor: it came while every replica was down) and
+what came while this replica was starting: those it handles in full.
 """
 
 import asyncio
@@ -28,6 +29,7 @@ from services.bus.fencing import Fenced
 from services.bus.interrupts import InterruptedTurns
 from services.bus.readers import BroadcastReader
 from services.bus.settings import BusSettings
+from services.bus.switches import StageSwitch
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry, entry_order
 
 log = logging.getLogger("marionette.bus")
@@ -48,9 +50,11 @@ class ControlFollower:
         settings: BusSettings,
         interrupts: InterruptedTurns,
         on_interrupt: Callable[[str, str], Awaitable[None]] | None,
+        switch: StageSwitch | None = None,
     ) -> None:
         """subscriber: the stage's handler of the topic, or None (the runtime only notes
-        interrupts); on_interrupt: tells an interruptible stage."""
+        interrupts); on_interrupt: tells an interruptible stage; switch: applies module
+        toggles and panic (services.bus.switches)."""
         self.client = client
         self.topic = topic
         self.subscriber = subscriber
@@ -59,6 +63,7 @@ class ControlFollower:
         self.settings = settings
         self.interrupts = interrupts
         self.on_interrupt = on_interrupt
+        self.switch = switch
         self.stats = ConsumerStats()
         self.cursor_key = f"marionette:cursor:{group}:{topic.name}"
         self._cursor = (0, 0)  # the last entry this stage handled, before we started
@@ -101,6 +106,8 @@ class ControlFollower:
                 self.interrupts.add(message.session_id, turn)
                 if fresh and self.on_interrupt is not None:
                     await self.on_interrupt(message.session_id, turn)
+        if self.switch is not None and isinstance(message, Control):
+            await self.switch.follow(message)  # newest wins, so the history is safe to apply
         if self.subscriber is None or not fresh:
             return  # an old one only tells which turns were interrupted
         await self._handle(entry)

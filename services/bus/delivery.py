@@ -40,12 +40,13 @@ from services.bus.recovery import (
     raise_if_cancelling,
 )
 from services.bus.settings import BusSettings
+from services.bus.switches import StageSwitch
 from services.bus.tracing import handled_envelope
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry
 
 log = logging.getLogger("marionette.bus")
 
-Outcome = Literal["handled", "held", "duplicate", "stale", "dead_letter", "dropped"]
+Outcome = Literal["handled", "held", "duplicate", "stale", "muted", "dead_letter", "dropped"]
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ConsumerStats:
     held: int = 0
     duplicates: int = 0
     stale: int = 0
+    muted: int = 0  # its stage switched off (services.bus.switches)
     dead_letters: int = 0
     retries: int = 0
     dropped: int = 0
@@ -171,9 +173,11 @@ class EntryProcessor:
         settings: BusSettings,
         stale: Callable[[Envelope], bool] | None = None,
         forget: Callable[[set[str]], None] = lambda keys: None,
+        switch: StageSwitch | None = None,
     ) -> None:
         """stale: says which messages are no longer wanted (an interrupted turn's);
-        forget: drops cached state a failed handler may have changed half-way."""
+        forget: drops cached state a failed handler may have changed half-way;
+        switch: the stage's switches (muted while off) and the turns it has in progress."""
         self.client = client
         self.topic = topic
         self.group = group
@@ -182,6 +186,7 @@ class EntryProcessor:
         self.settings = settings
         self.stale = stale
         self.forget = forget
+        self.switch = switch
         self.stats = ConsumerStats()
 
     # --- keys -------------------------------------------------------------------------
@@ -226,6 +231,10 @@ class EntryProcessor:
             await self._write(fence, self.mark(Writes(), envelope).xack(
                 entry.stream, self.group, entry.entry_id))  # fmt: skip
             return "stale"
+        if self.switch is not None and self.switch.off:
+            await self._write(fence, self.mark(Writes(), envelope).xack(
+                entry.stream, self.group, entry.entry_id))  # fmt: skip
+            return "muted"
 
         dedup_key, mark_field = self.dedup_key(envelope)
         crashes = await begin_entry(
@@ -245,6 +254,8 @@ class EntryProcessor:
             await self.dead_letter(entry, reason, crashes, fence, keys)
             return "dead_letter"
 
+        if self.switch is not None:
+            self.switch.turns.started(envelope)
         while True:
             delivery = Delivery(
                 entry, envelope, fence, keys, self.settings.dedup_ttl_s,
@@ -252,6 +263,8 @@ class EntryProcessor:
             )  # fmt: skip
             try:
                 await self._run_handler(delivery)
+                if self.switch is not None:
+                    self.switch.turns.finished(envelope)
                 break
             except (asyncio.CancelledError, Fenced, *REDIS_UNAVAILABLE):
                 # Not the message's fault: the reader tries the same entry again (or stops).

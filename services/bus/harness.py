@@ -6,11 +6,13 @@
 
 The harness keeps the runtime's rules (services.bus.runtime) without Redis: duplicates of
 a (session, origin, seq) are dropped, messages of interrupted turns are dropped before an
-interruptible stage's handlers and on_interrupt is called, state is stored with the
-handler's publishes and acknowledgements, held messages stay unacknowledged. It also
-plays a crash: `crash_after(publishes=N)` kills the handler at its Nth publish, and
-`restart()` builds a new stage on what was stored and delivers again what was not
-acknowledged, as a replacement replica would.
+interruptible stage's handlers and on_interrupt is called, a stage switched off (module
+toggle, panic: services.bus.switches) has its messages acknowledged unhandled and a panic
+interrupts its turns in progress, state is stored with the handler's publishes and
+acknowledgements, held messages stay unacknowledged. It also plays a crash:
+`crash_after(publishes=N)` kills the handler at its Nth publish, and `restart()` builds a
+new stage on what was stored and delivers again what was not acknowledged, as a
+replacement replica would.
 """
 
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from contracts.envelope import Envelope
 from contracts.topics import ALL_TOPICS, Topic
 from services.bus.interrupts import InterruptedTurns
 from services.bus.stage import Consumer, KeyValue, SessionMemory, Stage
+from services.bus.switches import StageSwitch, Switch, Switches
 
 M = TypeVar("M", bound=Envelope)
 S = TypeVar("S", bound=BaseModel)
@@ -60,6 +63,7 @@ class _Stored:
     seen: set[tuple[str, str]] = field(default_factory=set)
     unacknowledged: list[tuple[Topic[Any], Envelope]] = field(default_factory=list)
     published: list[tuple[Topic[Any], Envelope]] = field(default_factory=list)
+    switches: Switches = field(default_factory=Switches)  # the marionette:switches hash
 
 
 @dataclass
@@ -148,6 +152,9 @@ class MemoryBus:
     def interrupted(self, session_id: str, turn_id: str | None) -> bool:
         return turn_id is not None and self.harness.interrupts.covers_turn(session_id, turn_id)
 
+    def switched_off(self) -> bool:
+        return self.harness.switch.off
+
     def hold(self) -> None:
         self.in_hand("hold").held = True
 
@@ -199,6 +206,7 @@ class StageHarness(Generic[StageT]):
         self._publishes = 0
         self.bus = MemoryBus(self)
         self.stage = build(self.bus)
+        self.switch = self._new_switch()
         self._consumers = {c.topic.name: c for c in self.stage.consumers()}
 
     # --- what a test does -------------------------------------------------------------
@@ -224,6 +232,7 @@ class StageHarness(Generic[StageT]):
         self._crash_at = None
         self.bus = MemoryBus(self)
         self.stage = self.build(self.bus)
+        self.switch = self._new_switch()
         again, self.stored.unacknowledged = self.stored.unacknowledged, []
         before = len(self.stored.published)
         for topic, message in again:
@@ -266,9 +275,10 @@ class StageHarness(Generic[StageT]):
             return
         if self._duplicate(topic, message):
             return
-        if self._stale(consumer, message):
+        if self._stale(consumer, message) or (self.switch.off and not consumer.while_off):
             self.acknowledge(message)
             return
+        self.switch.turns.started(message)
         self.stored.unacknowledged.append((topic, message))
         current = _InHand(topic, message)
         token = _in_hand.set(current)
@@ -277,6 +287,7 @@ class StageHarness(Generic[StageT]):
             self.bus.flush()  # the acknowledgement's write carries the last changes
         finally:
             _in_hand.reset(token)
+        self.switch.turns.finished(message)
         if current.held:
             self.bus.held.setdefault(message.session_id, []).append((topic, message))
         else:
@@ -289,12 +300,24 @@ class StageHarness(Generic[StageT]):
 
     async def _control(self, message: Control) -> None:
         command = message.command
-        if isinstance(command, Interrupt) and not self.interrupts.covers_turn(
-            message.session_id, command.target_turn_id
-        ):
-            self.interrupts.add(message.session_id, command.target_turn_id)
+        if isinstance(command, Interrupt):
+            await self._interrupt(message.session_id, command.target_turn_id)
+        await self.switch.follow(message)
+
+    async def _interrupt(self, session_id: str, turn_id: str) -> None:
+        if not self.interrupts.covers_turn(session_id, turn_id):
+            self.interrupts.add(session_id, turn_id)
             if self.stage.interruptible:
-                await self.stage.on_interrupt(message.session_id, command.target_turn_id)
+                await self.stage.on_interrupt(session_id, turn_id)
+
+    def _new_switch(self) -> StageSwitch:
+        """The stage's switches, restored from what was stored (as from Redis at start)."""
+        switch = StageSwitch(self.stage.name, interrupt=self._interrupt, store=self._store)
+        switch.restore(self.stored.switches.board)
+        return switch
+
+    async def _store(self, command: Switch, at: float) -> None:
+        self.stored.switches.apply(command, at)
 
 
 def _topic_of(message: Envelope) -> Topic[Any]:

@@ -37,7 +37,7 @@ class Producer:
         for number, topic in enumerate(topics):
             attrs[f"out{number}"] = Publishes(topic)
         stage_cls = type(f"Producer[{name}]", (Stage,), attrs)
-        self.runtime: StageRuntime[Stage] = StageRuntime(stage_cls, settings)
+        self.runtime: StageRuntime[Stage] = StageRuntime(stage_cls, settings, follow_switches=False)
         self._topics = {topic.model: topic for topic in topics}
 
     async def publish(self, message: Envelope) -> bytes | None:

@@ -25,6 +25,7 @@ from services.bus.recovery import REDIS_UNAVAILABLE, Backoff, raise_if_cancellin
 from services.bus.settings import BusSettings
 from services.bus.stage import KeyValue, SessionMemory
 from services.bus.state import RedisState
+from services.bus.switches import StageSwitch
 
 M = TypeVar("M", bound=Envelope)
 S = TypeVar("S", bound=BaseModel)
@@ -103,15 +104,18 @@ class RedisBus:
         client: Redis,
         interrupts: InterruptedTurns,
         fence: Callable[[int], Fence | None] | None,
+        switch: StageSwitch | None = None,
     ) -> None:
         """fence(partition): the fence of a partition this replica holds now; None for a
-        stage that owns no partitions (it writes unfenced)."""
+        stage that owns no partitions (it writes unfenced); switch: the stage's switches
+        (None: a tool, never switched off)."""
         self.group = group
         self.replica_id = replica_id
         self.settings = settings
         self.client = client
         self.interrupts = interrupts
         self._fence = fence
+        self.switch = switch
         self.store: KeyValue = cast(KeyValue, client)
         self.running = False
         self._publishers: dict[str, RedisPublisher] = {}
@@ -146,6 +150,9 @@ class RedisBus:
 
     def interrupted(self, session_id: str, turn_id: str | None) -> bool:
         return turn_id is not None and self.interrupts.covers_turn(session_id, turn_id)
+
+    def switched_off(self) -> bool:
+        return self.switch is not None and self.switch.off
 
     def hold(self) -> None:
         _delivery("hold").held = True

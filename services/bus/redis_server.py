@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -78,7 +79,10 @@ class EmbeddedRedis:
         port: int | None = None,
         data_dir: Path | None = None,
         persistence: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """extra_args: more redis-server options (`--aclfile users.acl`)."""
+        self.extra_args = list(extra_args)
         self.binary = find_redis_server(binary)
         self.port = port or free_port()
         self._own_dir = data_dir is None
@@ -109,6 +113,7 @@ class EmbeddedRedis:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra_args
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
         self._process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
@@ -141,6 +146,12 @@ class EmbeddedRedis:
                 try:
                     if client.ping():
                         return
+                except redis.AuthenticationError:
+                    return  # it answers; its default user is off (an ACL file)
+                except redis.ResponseError as exc:
+                    if "NOAUTH" in str(exc) or "NOPERM" in str(exc):
+                        return
+                    time.sleep(0.02)
                 except redis.RedisError:
                     time.sleep(0.02)
         finally:

@@ -7,11 +7,13 @@ subscriber of each handler (typed parsing, telemetry), and reads the streams its
 - ordered topics: the partitions this replica owns (ownership.py), one worker each
   (readers.py, delivery.py); a lost partition is dropped at once, a surplus one handed
   over after its entry in hand. The lease loop never waits for a handler.
-- control (and any unordered topic): every replica reads every entry (control.py).
+- control (and any unordered topic): every replica reads every entry (control.py); every
+  stage follows it for the module switches and panic (switches.py).
 """
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -38,11 +40,13 @@ from services.bus.fencing import Fence, Fenced
 from services.bus.interrupts import InterruptedTurns
 from services.bus.ownership import LeaseChanges, PartitionOwnership, lease_key
 from services.bus.partitions import streams_of
+from services.bus.presence import Heartbeat
 from services.bus.readers import PartitionedReader
 from services.bus.recovery import REDIS_UNAVAILABLE, Backoff, raise_if_cancelling
 from services.bus.redis_bus import BusNotRunning, RedisBus
 from services.bus.settings import BusSettings
 from services.bus.stage import Stage
+from services.bus.switches import StageSwitch, read_switches_patiently, store_switch
 from services.telemetry import metrics
 
 log = logging.getLogger("marionette.bus")
@@ -72,7 +76,10 @@ class StageRuntime(Generic[StageT]):
         *,
         replica_id: str | None = None,
         build: Callable[[RedisBus], Awaitable[StageT]] | None = None,
+        follow_switches: bool = True,
     ) -> None:
+        """follow_switches=False: a tool publishing on someone's behalf (Producer), which
+        module toggles and panic do not concern."""
         if not settings.redis_url:
             raise ValueError("StageRuntime needs settings.redis_url (see services.bus.server)")
         self.stage_cls = stage_cls
@@ -87,6 +94,16 @@ class StageRuntime(Generic[StageT]):
             socket_connect_timeout=5,
         )
         self.interrupts = InterruptedTurns()
+        self.switch = (
+            StageSwitch(self.group, interrupt=self._interrupt,
+                        store=functools.partial(store_switch, self.client))
+            if follow_switches
+            else None
+        )  # fmt: skip
+        # Stages beat (the gateway's /api/status lists them); tools publishing do not.
+        self.heartbeat = (
+            Heartbeat(self.client, self.group, self.replica_id) if follow_switches else None
+        )
         self.consumers = stage_cls.consumers()
         self.ownership = (
             PartitionOwnership(
@@ -100,7 +117,7 @@ class StageRuntime(Generic[StageT]):
         self.bus = RedisBus(
             group=self.group, replica_id=self.replica_id, settings=settings,
             client=self.client, interrupts=self.interrupts,
-            fence=self.fence if self.ownership is not None else None,
+            fence=self.fence if self.ownership is not None else None, switch=self.switch,
         )  # fmt: skip
         for topic in stage_cls.published_topics():
             self.bus.add_publisher(topic, add_publisher(self.router, topic, self.group))
@@ -173,15 +190,21 @@ class StageRuntime(Generic[StageT]):
         await self._redis_now()  # waits for Redis to answer
         stage = await self._build(self.bus)
         self._stage = stage
+        if self.switch is not None:  # what outlived the control history
+            self.switch.restore(await read_switches_patiently(self.client, self.group))
         for consumer in self.consumers:
             subscriber = add_subscriber(
                 self.router, consumer.topic, self.group, getattr(stage, consumer.method)
             )
             if consumer.topic.ordered:
-                self._add_partitioned(consumer.topic, subscriber, stage.drops_interrupted(consumer))
+                switch = None if consumer.while_off else self.switch
+                self._add_partitioned(
+                    consumer.topic, subscriber, stage.drops_interrupted(consumer), switch
+                )
             else:
                 self._follow(consumer.topic, subscriber)
-        if stage.interruptible and CONTROL.name not in {c.topic.name for c in self.consumers}:
+        follows_control = self.switch is not None or stage.interruptible
+        if follows_control and CONTROL.name not in {c.topic.name for c in self.consumers}:
             self._follow(CONTROL, None)
         self.broker = make_broker(self.settings.redis_url or "", self.router, self.group)
         await start_without_fetch_loops(self.broker)
@@ -202,6 +225,8 @@ class StageRuntime(Generic[StageT]):
             self._tasks.append(asyncio.create_task(reader.run(), name=reader.name))
         self._work = asyncio.create_task(self._background(stage), name="background")
         self._tasks.append(self._work)
+        if self.heartbeat is not None:
+            self._tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         metrics.watch(self)
         waits = [event.wait() for event in caught_up]
         if self.ownership is not None:
@@ -220,11 +245,13 @@ class StageRuntime(Generic[StageT]):
                 log.warning("%s: Redis does not answer yet (%s); waiting", self.group, exc)
                 await backoff.wait()
 
-    def _add_partitioned(self, topic: Topic[Any], subscriber: Any, drop: bool) -> None:
+    def _add_partitioned(
+        self, topic: Topic[Any], subscriber: Any, drop: bool, switch: StageSwitch | None
+    ) -> None:
         processor = EntryProcessor(
             client=self.client, topic=topic, group=self.group, consumer=self.replica_id,
             subscriber=subscriber, settings=self.settings,
-            stale=self._stale if drop else None, forget=self.bus.forget_cached,
+            stale=self._stale if drop else None, forget=self.bus.forget_cached, switch=switch,
         )  # fmt: skip
         self.processors[topic.name] = processor
         self._partitioned.append(
@@ -241,8 +268,17 @@ class StageRuntime(Generic[StageT]):
                 client=self.client, topic=topic, subscriber=subscriber, group=self.group,
                 replica_id=self.replica_id, settings=self.settings, interrupts=self.interrupts,
                 on_interrupt=self._tell_interrupted if interruptible else None,
+                switch=self.switch if topic.name == CONTROL.name else None,
             )
         )  # fmt: skip
+
+    async def _interrupt(self, session_id: str, turn_id: str) -> None:
+        """The path an Interrupt takes (control.py), for the turns a panic stops."""
+        if self.interrupts.covers_turn(session_id, turn_id):
+            return
+        self.interrupts.add(session_id, turn_id)
+        if self.stage.interruptible:
+            await self._tell_interrupted(session_id, turn_id)
 
     async def _tell_interrupted(self, session_id: str, turn_id: str) -> None:
         try:
@@ -348,6 +384,9 @@ class StageRuntime(Generic[StageT]):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ownership.release_all(), 2.0)
         self.bus.running = False
+        if self.heartbeat is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.heartbeat.leave(), 1.0)
         if self.broker is not None:
             await self.broker.stop()
         await self.client.aclose()

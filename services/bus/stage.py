@@ -108,6 +108,10 @@ class Bus(Protocol):
     def interrupted(self, session_id: str, turn_id: str | None) -> bool:
         """Whether that turn was interrupted (control): its work is no longer wanted."""
 
+    def switched_off(self) -> bool:
+        """Whether this stage is switched off (module toggle or panic): the runtime then
+        mutes its handlers; a stage publishing on its own (capture) asks this."""
+
     def hold(self) -> None:
         """Keep the message in hand unacknowledged after its handler returns, so that it is
         delivered again if this replica dies (asr holds the frames of an open utterance)."""
@@ -127,17 +131,23 @@ class Consumer:
     topic: Topic[Any]
     method: str
     drop_interrupted: bool | None  # None: as the stage is interruptible
+    while_off: bool = False  # handled even while the stage is switched off
 
 
 _CONSUMES = "__marionette_consumes__"
 
 
-def consumes(topic: Topic[Any], *, drop_interrupted: bool | None = None) -> Callable[[H], H]:
+def consumes(
+    topic: Topic[Any], *, drop_interrupted: bool | None = None, while_off: bool = False
+) -> Callable[[H], H]:
     """Declare a method as the handler of a topic. Messages of interrupted turns are dropped
-    before they reach it when the stage is interruptible (unless drop_interrupted=False)."""
+    before they reach it when the stage is interruptible (unless drop_interrupted=False).
+    A stage switched off (a module toggle, panic) does not see its messages, except with
+    while_off=True: bookkeeping that must stay true meanwhile (what the user heard, whether
+    they are talking), never output."""
 
     def mark(method: H) -> H:
-        setattr(method, _CONSUMES, (topic, drop_interrupted))
+        setattr(method, _CONSUMES, (topic, drop_interrupted, while_off))
         return method
 
     return mark
@@ -210,8 +220,8 @@ class Stage:
         for name in dir(cls):
             declared = getattr(getattr(cls, name, None), _CONSUMES, None)
             if declared is not None:
-                topic, drop = declared
-                found.append(Consumer(topic, name, drop))
+                topic, drop, while_off = declared
+                found.append(Consumer(topic, name, drop, while_off))
         topics = [c.topic.name for c in found]
         duplicated = {t for t in topics if topics.count(t) > 1}
         if duplicated:

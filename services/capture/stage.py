@@ -1,6 +1,8 @@
 """capture: audio from a microphone, a file or stdin, published as audio.frame.
 
-Frames are numbered from 0 per run, so seq x frame length is the input timeline.
+Frames are numbered from 0 per run, so seq x frame length is the input timeline. While
+capture is switched off (module toggle, panic) its frames are read and dropped: the input
+stays real-time, and asr hears nothing of it.
 """
 
 import asyncio
@@ -66,24 +68,29 @@ class CaptureStage(Stage):
         self.frames_published = await self.capture()
 
     async def capture(self) -> int:
-        """Publish the source's audio as frames; returns how many."""
+        """Publish the source's audio as frames; returns how many (not those dropped while
+        switched off)."""
         settings, source = self.settings, self.source
         framer = Framer(source.sample_rate, settings.frame_ms)
         pace = settings.realtime and not source.realtime_source
         started = time.time()
         clock = time.monotonic()
-        seq = 0
+        seq = dropped = 0
         # Frames are numbered from 0 in each capture run, and the run is their origin, so
         # a restarted capture is not taken for a redelivery of the previous run's frames.
         run_id = f"c{round(started * 1000)}"
 
         async def publish(frames: list[bytes], last: bool = False) -> None:
-            nonlocal seq
+            nonlocal seq, dropped
             for number, pcm in enumerate(frames):
                 if pace:
                     await asyncio.sleep(
                         max(0.0, clock + seq * settings.frame_ms / 1000 - time.monotonic())
                     )
+                if self.bus.switched_off():
+                    seq += 1  # the timeline goes on: frames later are where they belong
+                    dropped += 1
+                    continue
                 await self.frames.publish(
                     AudioFrame(
                         session_id=settings.session_id, message_id=message_id(run_id, seq),
@@ -99,9 +106,10 @@ class CaptureStage(Stage):
         tail = framer.push(np.zeros((0, 1), dtype=np.float32), last=True)
         await publish(tail or [bytes(settings.frame_ms * 32)], last=True)
         log.info(
-            "capture: published %d frames (%.1f s) for session %s",
-            seq,
+            "capture: published %d frames (%.1f s) for session %s%s",
+            seq - dropped,
             seq * settings.frame_ms / 1000,
             settings.session_id,
+            f" ({dropped} dropped while switched off)" if dropped else "",
         )
-        return seq
+        return seq - dropped

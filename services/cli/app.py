@@ -9,7 +9,8 @@ import typer
 
 from services.bench.command import bench
 from services.chaos.command import chaos
-from services.cli import inputs, inspect, stages
+from services.cli import deploy, inputs, inspect, stages
+from services.cli import mic as mic_command
 from services.replay.command import record, replay
 
 app = typer.Typer(help="Marionette: a live AI character on Redis Streams.", no_args_is_help=True)
@@ -18,11 +19,13 @@ app.command()(stages.run)
 app.command("chat")(inputs.chat)
 app.command("capture")(inputs.capture)
 app.command()(inputs.devices)
+app.command()(mic_command.mic)
 app.command()(inspect.models)
 app.command("trace")(inspect.trace_command)
 app.add_typer(inspect.dlq_app, name="dlq")
 app.command()(inspect.asyncapi)
 app.command()(inspect.docs)
+app.command("redis-acl")(deploy.redis_acl)
 app.command()(bench)
 app.command()(chaos)
 app.command()(record)

@@ -190,10 +190,13 @@ def asyncapi(
 def docs(
     check: Annotated[bool, typer.Option(help="Fail if the committed pages are stale.")] = False,
 ) -> None:
-    """Write docs/settings.md from the settings classes (every variable, its default)."""
+    """Write docs/settings.md from the settings classes (every variable, its default) and
+    contracts/openapi.json from the gateway's routes."""
+    from services.gateway.app import OPENAPI_PATH, openapi_document
     from services.settings_reference import DOCUMENT_PATH, settings_reference
 
     _write_or_check(DOCUMENT_PATH, settings_reference(), "docs", check)
+    _write_or_check(OPENAPI_PATH, openapi_document(), "docs", check)
 
 
 def _write_or_check(path: Path, document: str, command: str, check: bool) -> None:

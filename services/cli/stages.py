@@ -16,6 +16,7 @@ from services.bus.server import redis_for
 from services.bus.settings import BusSettings
 from services.cli.common import STATE_FILE, bus_settings, console, fail, out
 from services.errors import StageStartError
+from services.gateway.settings import GatewaySettings
 from services.logs import setup_logging
 from services.registry import STAGES, stage_class
 from services.settings import load_settings
@@ -154,6 +155,11 @@ def up(
     setup_logging(console=console)
     settings = bus_settings()
     telemetry_settings()  # a bad telemetry setting fails here, not in every stage
+    if "gateway" in (stages or STAGES) and "gateway" not in (skip or []):
+        try:
+            load_settings(GatewaySettings)  # likewise a bad gateway setting (a missing key)
+        except StageStartError as exc:
+            raise fail(str(exc)) from None
     chosen = [s for s in (stages or sorted(STAGES)) if s not in set(skip or [])]
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
@@ -188,6 +194,9 @@ def _supervise(
         STATE_FILE.parent.mkdir(exist_ok=True)
         STATE_FILE.write_text(url)
     console.print(f"Redis at [bold]{url}[/]{where}; stages: {', '.join(commands)}; Ctrl-C stops")
+    if any(name.startswith("gateway") for name in commands):
+        gateway = load_settings(GatewaySettings)
+        console.print(f"gateway: [bold]{gateway.url}/[/] (API docs at {gateway.url}/api/docs)")
     if metrics_port:
         listed = ", ".join(f"{name} :{metrics_port + i}" for i, name in enumerate(commands))
         console.print(

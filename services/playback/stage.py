@@ -9,6 +9,9 @@ reports `flushed` with how much was played and the text heard up to there.
 Where a turn is (the chunk, the position in it, what was heard) is checkpointed every
 quarter second of audio, so a replacement replica carries on from there after a crash: the
 WAV file is cut back to that point and continued, and the turn still ends `finished` once.
+
+A session whose speaker is remote (a client of the gateway's WS /ws/audio, which runs this
+same turn logic for it: services.gateway.remote_speaker) is not played here.
 """
 
 import asyncio
@@ -29,6 +32,14 @@ log = logging.getLogger("marionette.playback")
 
 CHECKPOINT_S = 0.25
 """Audio played between two checkpoints of the position: at most this is heard twice."""
+REMOTE_SPEAKER_TTL_S = 5
+"""How long a gateway's claim on a session's speaker lasts unless it renews it (each second
+while its client is connected)."""
+
+
+def remote_speaker_key(session_id: str) -> str:
+    """Set (to the gateway replica's id) while a remote client plays the session's replies."""
+    return f"marionette:remote-speaker:{session_id}"
 
 
 class TurnPosition(BaseModel):
@@ -87,6 +98,12 @@ class PlaybackStage(Stage):
 
     @consumes(TTS_CHUNK)
     async def on_chunk(self, chunk: TtsChunk) -> None:
+        if await self.bus.store.get(remote_speaker_key(chunk.session_id)) is not None:
+            # A gateway plays this session to its remote client, and reports its progress:
+            # played here too, it would be heard (and reported) twice. If that gateway dies
+            # mid-reply its key expires within REMOTE_SPEAKER_TTL_S: the chunks skipped until
+            # then are played nowhere (the rest of that reply is lost), later turns play here.
+            return
         key = (chunk.session_id, chunk.turn_id or "")
         position = await self.positions.load(*key) or TurnPosition()
         if chunk.index < position.next_index:
@@ -102,6 +119,9 @@ class PlaybackStage(Stage):
             else:
                 await self._let_the_user_finish(chunk)
             live = self.live[key] = LiveTurn()
+            if self.bus.interrupted(*key):  # while it waited for the user: not one word
+                await self._flush(key, position, live)
+                return
         if not await self._play(key, position, live, chunk):
             await self._flush(key, position, live)
             return
@@ -130,7 +150,7 @@ class PlaybackStage(Stage):
             log.info("%s/%s: the user has talked for %.0f s; starting the reply anyway",
                      chunk.session_id, chunk.turn_id, self.settings.wait_for_user_s)  # fmt: skip
 
-    @consumes(ASR_SPEECH, drop_interrupted=False)
+    @consumes(ASR_SPEECH, drop_interrupted=False, while_off=True)
     async def on_speech(self, event: SpeechEvent) -> None:
         floor = self.floors[event.session_id]
         if event.state == "start":

@@ -2,13 +2,27 @@
 
 Kept in Redis, so a restarted (or another) replica picks the conversation up; memory
 older than the window is not restored.
+
+A session's memory can be cleared (control MemoryClear) and brought back (MemoryRestore):
+a clear first keeps the memory as a backup, `marionette:policy:memory-backup:<session>:<id>`,
+listed in `marionette:policy:memory-backups:<session>`; both expire after the backup
+retention (memory_backup_days).
 """
 
 import time
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
+from redis.asyncio import Redis
 
 from services.bus.stage import KeyValue
+
+MEMORY_PREFIX = "marionette:policy:memory:"
+BACKUP_PREFIX = "marionette:policy:memory-backup:"
+BACKUP_INDEX_PREFIX = "marionette:policy:memory-backups:"
+APPLIED_PREFIX = "marionette:policy:memory-applied:"
+MAX_BACKUPS_LISTED = 100
+"""A session's index keeps the newest ones; older backups still expire on their own."""
 
 
 class Message(BaseModel):
@@ -59,7 +73,7 @@ class MemoryStore:
         self.window_s = window_s
 
     def _key(self, session_id: str) -> str:
-        return f"marionette:policy:memory:{session_id}"
+        return f"{MEMORY_PREFIX}{session_id}"
 
     async def load(self, session_id: str) -> Memory:
         raw = await self.client.get(self._key(session_id))
@@ -73,3 +87,68 @@ class MemoryStore:
     async def save(self, session_id: str, memory: Memory) -> None:
         memory.updated_at = time.time()
         await self.client.set(self._key(session_id), memory.model_dump_json(), ex=self.window_s)
+
+
+class BackupInfo(BaseModel):
+    """One backup of a session's memory, as listed."""
+
+    id: str
+    made_at: datetime
+    messages: int = Field(description="Messages it holds word for word.")
+
+
+_INDEX = TypeAdapter(list[BackupInfo])
+
+
+class MemoryBackup(BackupInfo):
+    memory: Memory
+
+
+class MemoryBackups:
+    """A session's memory backups, kept `retention_s`.
+
+    The index is one JSON value (the shared store has only get and set), written by the
+    replica applying a clear under the session's lock."""
+
+    def __init__(self, client: KeyValue, retention_s: int) -> None:
+        self.client = client
+        self.retention_s = retention_s
+
+    async def keep(self, session_id: str, backup_id: str, memory: Memory) -> BackupInfo:
+        backup = MemoryBackup(
+            id=backup_id, made_at=datetime.now(UTC), messages=len(memory.messages), memory=memory
+        )
+        key = f"{BACKUP_PREFIX}{session_id}:{backup_id}"
+        await self.client.set(key, backup.model_dump_json(), ex=self.retention_s)
+        info = BackupInfo(id=backup.id, made_at=backup.made_at, messages=backup.messages)
+        listed = [b for b in await self.index(session_id) if b.id != backup_id]
+        listed = [info, *listed][:MAX_BACKUPS_LISTED]
+        index = _INDEX.dump_json(listed)
+        await self.client.set(f"{BACKUP_INDEX_PREFIX}{session_id}", index, ex=self.retention_s)
+        return info
+
+    async def get(self, session_id: str, backup_id: str) -> MemoryBackup | None:
+        raw = await self.client.get(f"{BACKUP_PREFIX}{session_id}:{backup_id}")
+        return None if raw is None else MemoryBackup.model_validate_json(raw)
+
+    async def index(self, session_id: str) -> list[BackupInfo]:
+        """Newest first; those past the retention are left out (their keys have expired)."""
+        raw = await self.client.get(f"{BACKUP_INDEX_PREFIX}{session_id}")
+        if raw is None:
+            return []
+        oldest = time.time() - self.retention_s
+        return [b for b in _INDEX.validate_json(raw) if b.made_at.timestamp() > oldest]
+
+
+async def claim_once(client: KeyValue, name: str, ttl_s: int) -> bool:
+    """True for the first caller only: every policy replica reads every control message,
+    and one of them must apply it.
+
+    On Redis it is SET NX, atomic across replicas. The harness's store is a dict in one
+    process, whose get and set never yield to another task in between."""
+    if isinstance(client, Redis):
+        return bool(await client.set(name, b"1", ex=ttl_s, nx=True))
+    if await client.get(name) is not None:
+        return False
+    await client.set(name, b"1", ex=ttl_s)
+    return True

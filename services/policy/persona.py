@@ -101,6 +101,22 @@ class PersonaStore:
         self.default_file = default_file
         self.personas_dir = personas_dir
         self.default = load_persona_file(default_file)
+        self._files: dict[str, tuple[int, Persona]] = {}  # name -> (mtime_ns, persona)
+
+    def named(self, name: str) -> Persona:
+        """A persona file by name (an NPC a chat asks for), read again only once it changed:
+        NPC turns come often, and an edited file takes effect without a restart."""
+        path = self.personas_dir / f"{name}.toml"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            raise PersonaError(f"no persona file {name!r} in {self.personas_dir}") from None
+        cached = self._files.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        persona = load_persona_file(path)
+        self._files[name] = (stamp, persona)
+        return persona
 
     async def current(self) -> Persona:
         raw = await self.client.get(PERSONA_KEY)

@@ -55,3 +55,6 @@ class PolicySettings(MarionetteSettings):
     memory_window_s: int = Field(
         default=6 * 3600, ge=60, description="Memory older than this is not restored."
     )
+    memory_backup_days: int = Field(
+        default=30, ge=1, le=3650, description="How long a cleared memory's backup is kept."
+    )

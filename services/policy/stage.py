@@ -17,6 +17,13 @@ their own. A memory summary between turns is its own trace, linked to the turn.
 
 An interrupt stops the turn's generation at the next token (status "interrupted"); when
 playback reports how far the reply got, memory keeps only what was heard.
+
+A chat that names a persona (an NPC: `ChatMessage.persona`) is answered as that persona
+file instead of the live persona, with its session's memory as usual, so each NPC
+remembers each player on its own (the gateway's sessions are `<npc>:<player>`).
+
+Memory commands on control (MemoryClear, MemoryRestore) reach every replica; one applies
+each (the first to claim its message id), under the session's lock.
 """
 
 import asyncio
@@ -36,6 +43,7 @@ from contracts import (
     PlaybackProgress,
     PolicyToken,
 )
+from contracts.control import MemoryClear, MemoryRestore
 from contracts.policy import ReplyStatus
 from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, PLAYBACK_PROGRESS, POLICY_TOKEN
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
@@ -48,7 +56,13 @@ from services.policy.backends import (
     complete,
     make_backend,
 )
-from services.policy.memory import Memory, MemoryStore
+from services.policy.memory import (
+    APPLIED_PREFIX,
+    Memory,
+    MemoryBackups,
+    MemoryStore,
+    claim_once,
+)
 from services.policy.moderation import Moderator
 from services.policy.persona import Persona, PersonaError, PersonaStore
 from services.policy.reply import ReplyProgress, ReplyStream
@@ -72,6 +86,7 @@ class Turn:
     turn_id: str
     text: str
     author: str | None = None  # None: the streamer's own voice
+    persona: str | None = None  # a persona file to answer as; None: the live persona
 
     def as_user_message(self) -> str:
         return self.text if self.author is None else f"{self.author} says: {self.text}"
@@ -88,6 +103,7 @@ class PolicyStage(Stage):
         self.backend = backend
         self.personas = PersonaStore(bus.store, settings.persona_file, settings.personas_dir)
         self.memories = MemoryStore(bus.store, settings.memory_window_s)
+        self.backups = MemoryBackups(bus.store, settings.memory_backup_days * 86_400)
         self.moderator = Moderator(settings.rules_dir)
         self._session_locks = bus.memory(lambda session: asyncio.Lock())
         self._folds: dict[str, asyncio.Task[None]] = {}  # per session: a summary in progress
@@ -109,20 +125,23 @@ class PolicyStage(Stage):
     @consumes(CHAT_MESSAGE)
     async def on_chat(self, chat: ChatMessage) -> None:
         turn_id = chat.turn_id or chat.origin
-        await self.answer(Turn(chat.session_id, turn_id, chat.text, chat.author))
+        await self.answer(Turn(chat.session_id, turn_id, chat.text, chat.author, chat.persona))
 
     @consumes(CONTROL)
     async def on_control(self, message: Control) -> None:
-        if isinstance(message.command, PersonaChange):
+        command = message.command
+        if isinstance(command, PersonaChange):
             try:
-                persona = await self.personas.apply(message.command, message.created_at)
+                persona = await self.personas.apply(command, message.created_at)
             except PersonaError as exc:
                 log.error("persona change refused: %s", exc)
                 return
             if persona is not None:
                 log.info("persona is now %s (%s)", persona.name, persona.style)
+        elif isinstance(command, MemoryClear | MemoryRestore):
+            await self.change_memory(message.session_id, message.message_id, command)
 
-    @consumes(PLAYBACK_PROGRESS, drop_interrupted=False)
+    @consumes(PLAYBACK_PROGRESS, drop_interrupted=False, while_off=True)
     async def on_progress(self, progress: PlaybackProgress) -> None:
         if progress.state == "flushed":
             await self.remember_heard(progress)
@@ -151,6 +170,11 @@ class PolicyStage(Stage):
             messages.append({"role": "user", "content": turn.as_user_message()})
         return messages
 
+    async def persona_for(self, name: str | None) -> Persona:
+        """The persona file a turn asks for (PersonaError if it cannot be read), else the
+        live persona."""
+        return self.personas.named(name) if name else await self.personas.current()
+
     async def answer(self, turn: Turn) -> str:
         # A summary between turns must not delay a viewer who is waiting: it gives way.
         fold = self._folds.pop(turn.session_id, None)
@@ -158,7 +182,11 @@ class PolicyStage(Stage):
             fold.cancel()
         async with self._session_locks[turn.session_id]:
             progress = await self.replies.load(turn.session_id, turn.turn_id) or ReplyProgress()
-            persona = await self.personas.current()  # the turn keeps this persona
+            try:
+                persona = await self.persona_for(turn.persona)  # the turn keeps this persona
+            except PersonaError as exc:
+                log.error("%s/%s: %s", turn.session_id, turn.turn_id, exc)
+                return await self._fail(turn, progress)
             memory = await self.memories.load(turn.session_id)
             if progress.status is None:
                 said = await self._reply(turn, persona, memory, progress)
@@ -168,19 +196,33 @@ class PolicyStage(Stage):
             await self.memories.save(turn.session_id, memory)
             self.replies.forget(turn.session_id, turn.turn_id)
             if self._fold_due(memory):
-                self._fold_later(turn.session_id)
+                self._fold_later(turn.session_id, turn.persona)
             return said
 
-    async def _reply(
-        self, turn: Turn, persona: Persona, memory: Memory, progress: ReplyProgress
-    ) -> str:
+    async def _fail(self, turn: Turn, progress: ReplyProgress) -> str:
+        """End a turn that cannot be answered (its persona file is missing or broken) with
+        an empty "error" reply, so whoever waits for it hears of it; nothing is remembered."""
+        if progress.status is None:
+            live = await self.personas.current()
+            await self._stream(turn, live, progress).finish("error")
+        self.replies.forget(turn.session_id, turn.turn_id)
+        return ""
+
+    def _stream(self, turn: Turn, persona: Persona, progress: ReplyProgress) -> ReplyStream:
+        """The turn's reply stream; each token goes out with its progress checkpointed."""
+
         async def publish(token: PolicyToken, snapshot: ReplyProgress) -> None:
             self.replies.save(turn.session_id, turn.turn_id, snapshot)
             await self.tokens.publish(token)
 
-        reply = ReplyStream(
+        return ReplyStream(
             turn.session_id, turn.turn_id, persona, self.moderator, progress, publish
         )
+
+    async def _reply(
+        self, turn: Turn, persona: Persona, memory: Memory, progress: ReplyProgress
+    ) -> str:
+        reply = self._stream(turn, persona, progress)
         await reply.resume()
         verdict = self.moderator.check_input(turn.text, persona.family_friendly)
         if not verdict.allowed:
@@ -234,6 +276,28 @@ class PolicyStage(Stage):
                 await asyncio.sleep(delay_s)
         return "error"
 
+    async def change_memory(
+        self, session: str, message_id: str, command: MemoryClear | MemoryRestore
+    ) -> None:
+        """Clear (keeping a backup) or restore a session's memory, once across replicas."""
+        async with self._session_locks[session]:
+            if not await claim_once(
+                self.bus.store, f"{APPLIED_PREFIX}{message_id}", self.backups.retention_s
+            ):
+                return  # another replica (or this one, from the control history) applied it
+            if isinstance(command, MemoryClear):
+                memory = await self.memories.load(session)
+                await self.backups.keep(session, command.backup_id, memory)
+                await self.memories.save(session, Memory())
+                log.info("%s: memory cleared (backup %s)", session, command.backup_id)
+                return
+            backup = await self.backups.get(session, command.backup_id)
+            if backup is None:
+                log.warning("%s: no memory backup %s to restore", session, command.backup_id)
+                return
+            await self.memories.save(session, backup.memory)
+            log.info("%s: memory restored from backup %s", session, command.backup_id)
+
     async def remember_heard(self, progress: PlaybackProgress) -> None:
         """An interrupted reply: memory keeps what was played of it, marked as cut off."""
         session, turn = progress.session_id, progress.turn_id or ""
@@ -254,7 +318,7 @@ class PolicyStage(Stage):
         keep = self.settings.memory_messages // 2
         return memory.since_summary >= self.settings.summary_every and len(memory.messages) > keep
 
-    def _fold_later(self, session_id: str) -> None:
+    def _fold_later(self, session_id: str, persona_name: str | None = None) -> None:
         """Summarize once this turn is over; the session's next turn cancels it (and a
         later turn tries again), so the summary only ever uses idle time."""
 
@@ -274,7 +338,7 @@ class PolicyStage(Stage):
                     await self.memories.save(session_id, memory)
                     # The summary's own request displaced the session's prompt in the
                     # model's cache: evaluate the next turn's prefix now, while idle.
-                    persona = await self.personas.current()
+                    persona = await self.persona_for(persona_name)
                     await complete(self.backend, self.prompt(persona, memory, None), WARM_UP)
 
         def done(task: "asyncio.Task[None]") -> None:

@@ -54,6 +54,8 @@ class ConsumerCounts(Protocol):
     @property
     def stale(self) -> int: ...
     @property
+    def muted(self) -> int: ...
+    @property
     def dead_letters(self) -> int: ...
     @property
     def retries(self) -> int: ...
@@ -96,8 +98,8 @@ class BusCollector(Collector):
         consumed = CounterMetricFamily(
             "marionette_consumed_messages",
             "Entries a stage's consumer finished, by outcome: handled, duplicate, "
-            "stale (of an interrupted turn), dead_letter, dropped (overflow: old audio "
-            "frames), retried, claimed.",
+            "stale (of an interrupted turn), muted (its stage switched off), dead_letter, "
+            "dropped (overflow: old audio frames), retried, claimed.",
             labels=["stage", "topic", "outcome"],
         )
         lag = GaugeMetricFamily(
@@ -171,6 +173,7 @@ def _outcomes(counts: ConsumerCounts) -> Iterable[tuple[str, int]]:
     yield "handled", counts.handled
     yield "duplicate", counts.duplicates
     yield "stale", counts.stale
+    yield "muted", counts.muted
     yield "dead_letter", counts.dead_letters
     yield "dropped", counts.dropped
     yield "retried", counts.retries

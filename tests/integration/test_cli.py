@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from redis.asyncio import Redis
@@ -17,6 +18,7 @@ from contracts import AudioFrame, ChatMessage, PolicyToken
 from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import BusSettings, Publishes, Stage, StageRuntime, consumes
 from services.bus.partitions import stream_for
+from services.bus.redis_server import free_port
 from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -197,3 +199,30 @@ async def test_capture_reads_raw_pcm_from_stdin(
     assert [f.end_of_input for f in frames] == [False] * 50 + [True]
     assert len({f.origin for f in frames}) == 1, "one capture run"
     assert {f.turn_id for f in frames} == {None}, "frames belong to no turn"
+
+
+def test_up_with_the_gateway_alone_serves_its_api(tmp_path: Path) -> None:
+    """`marionette up --stage gateway`: it needs nothing but Redis, and says where it is."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if "REDIS_URL" not in k}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services", "up", "--stage", "gateway", "--no-spares",
+         "--metrics-port", "0", "--duration", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**env, "COLUMNS": "200", "MARIONETTE_GATEWAY_PORT": str(port)},
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "stage gateway running" in line:
+                break
+        url = f"http://127.0.0.1:{port}"
+        assert any(f"gateway: {url}/" in line for line in lines), "".join(lines)
+        status = httpx.get(f"{url}/api/status", timeout=10)
+        assert status.status_code == 200
+        assert status.json()["stages"]["gateway"]["replicas"][0]["alive"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

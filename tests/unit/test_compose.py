@@ -14,6 +14,7 @@ from services.avatar.settings import AvatarSettings
 from services.bus.settings import BusSettings
 from services.capture.settings import CaptureSettings
 from services.cli.app import app
+from services.gateway.settings import GatewaySettings
 from services.playback.settings import PlaybackSettings
 from services.policy.settings import PolicySettings
 from services.registry import STAGES
@@ -32,6 +33,7 @@ SETTINGS: tuple[type[MarionetteSettings], ...] = (
     TtsSettings,
     AvatarSettings,
     PlaybackSettings,
+    GatewaySettings,
     TelemetrySettings,
 )
 SETTING_NAMES = {

@@ -173,7 +173,7 @@ def exported_series() -> dict[str, frozenset[str]]:
 
 
 class _Counts:
-    handled = duplicates = stale = dead_letters = retries = dropped = claimed = 1
+    handled = duplicates = stale = muted = dead_letters = retries = dropped = claimed = 1
 
 
 class _Runtime:

@@ -344,6 +344,23 @@ async def test_a_reply_waits_for_the_user_to_stop_talking() -> None:
     assert reports(progress_of(playback))[0] == (0, "playing")
 
 
+async def test_a_reply_interrupted_while_it_waits_for_the_user_is_flushed_unplayed() -> None:
+    output = Output()
+    playback = harness(output)
+    chunks = chunks_of(TEXTS)
+    await playback.send(speech("start"))
+    waiting = asyncio.create_task(playback.send(chunks[0]))
+    for _ in range(200):
+        await asyncio.sleep(0)
+    await playback.send(control(Interrupt(target_turn_id="t1")))
+    await playback.send(speech("end"))
+    await asyncio.wait_for(waiting, 5)
+    await playback.send(*chunks[1:])
+    assert output.played() == b""
+    assert reports(progress_of(playback)) == [(0, "flushed")]
+    assert progress_of(playback)[0].heard_text == ""
+
+
 async def test_a_user_who_talks_on_and_on_gets_the_reply_anyway() -> None:
     output = Output()
     playback = harness(output, wait_for_user_s=0.05)
