@@ -1,4 +1,4 @@
-# Sourced by test.sh: the one system library the tests need, PortAudio (speakers and
+# Sourced by test.sh: the system packages the tests need: PortAudio (speakers and
 # microphones through sounddevice). Installed with apt when missing and we are root.
 if ! ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2'; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -26,4 +26,17 @@ if ! command -v promtool >/dev/null && [ ! -x "$PROMTOOL_DIR/usr/bin/promtool" ]
 fi
 if [ -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
     export PATH="$PROMTOOL_DIR/usr/bin:$PATH"
+fi
+
+# Chromium for the pages' browser tests (Playwright drives Debian's build: `playwright
+# install` would download its own, which this project does not rely on).
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing chromium (apt)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && \
+                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+    else
+        echo "chromium is missing: install it (apt-get install chromium) for the browser tests" >&2
+    fi
 fi

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import contracts
 from services.gateway.link import BusLink
-from services.gateway.routes import audio, control, dialogue, events, memory, status
+from services.gateway.routes import audio, control, dialogue, events, memory, pages, status
 from services.gateway.security import BodyLimit
 from services.gateway.settings import GatewaySettings
 
@@ -59,8 +59,9 @@ def _routes(settings: GatewaySettings) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.settings = settings
-    for module in (status, control, memory, events, audio, dialogue):
+    for module in (status, control, memory, events, audio, dialogue, pages):
         app.include_router(module.router)
+    app.mount("/static", pages.static, name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     if settings.cors_origins:

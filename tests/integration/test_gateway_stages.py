@@ -74,6 +74,12 @@ async def status_of(http: httpx.AsyncClient) -> dict[str, Any]:
     return dict(answer.json())
 
 
+async def tts_took_the_words(http: httpx.AsyncClient) -> bool:
+    """tts has acknowledged everything on policy.token (handled, or muted)."""
+    backlog = (await status_of(http))["stages"]["tts"]["topics"].get("policy.token")
+    return bool(backlog == {"lag": 0, "pending": 0})
+
+
 async def test_a_persona_change_shows_in_the_next_reply(
     gateway: RunningGateway, bus_settings: BusSettings, redis_client: Redis, llm: ChatBackend
 ) -> None:
@@ -123,7 +129,7 @@ async def test_a_muted_tts_speaks_nothing_until_switched_on(
 
         await wait_until(lambda: tts_is(False), 10, "tts to switch off")
         muted = (await http.post("/api/say", json={"text": "Nobody hears this."})).json()
-        await wait_until(lambda: tts_is(False), 1)  # a moment for tts to see the words
+        await wait_until(lambda: tts_took_the_words(http), 10, "tts to take the words, muted")
         on = await http.post("/api/modules/tts", json={"enabled": True})
         assert on.status_code == 200
         await wait_until(lambda: tts_is(True), 10, "tts to switch on")
@@ -168,12 +174,9 @@ async def test_panic_stops_the_reply_at_once_and_mutes_until_lifted(
         await wait_until(flushed, 10, "the story to stop")
         stopped_after = time.monotonic() - panicked_at
         during = (await http.post("/api/say", json={"text": "Still there?"})).json()["turn_id"]
-
-        async def tts_took_it() -> bool:  # handled (muted) before the panic is lifted
-            backlog = (await status_of(http))["stages"]["tts"]["topics"]["policy.token"]
-            return bool(backlog == {"lag": 0, "pending": 0})
-
-        await wait_until(tts_took_it, 10, "tts to take the words said during the panic")
+        # Control overtakes data: lifting the panic before tts has taken these words would
+        # let it speak them.
+        await wait_until(lambda: tts_took_the_words(http), 10, "tts to take the words, muted")
         assert (await http.post("/api/panic", json={"engaged": False})).status_code == 200
 
         async def lifted() -> bool:
