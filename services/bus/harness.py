@@ -26,7 +26,7 @@ from contracts import Control, Interrupt
 from contracts.envelope import Envelope
 from contracts.topics import ALL_TOPICS, Topic
 from services.bus.interrupts import InterruptedTurns
-from services.bus.stage import Consumer, KeyValue, SessionMemory, Stage
+from services.bus.stage import Consumer, KeyValue, MemoryKeyValue, SessionMemory, Stage
 from services.bus.switches import StageSwitch, Switch, Switches
 
 M = TypeVar("M", bound=Envelope)
@@ -37,20 +37,6 @@ StageT = TypeVar("StageT", bound=Stage)
 
 class SimulatedCrash(BaseException):
     """The stage process 'died' here (a BaseException, so handlers do not catch it)."""
-
-
-class MemoryKeyValue:
-    """The shared key-value store (Bus.store) in a dict; expiry is not modelled."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-
-    async def get(self, name: str) -> bytes | None:
-        return self.values.get(name)
-
-    async def set(self, name: str, value: str | bytes, ex: int | None = None) -> bool:
-        self.values[name] = value.encode() if isinstance(value, str) else value
-        return True
 
 
 @dataclass

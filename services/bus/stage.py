@@ -94,6 +94,21 @@ class KeyValue(Protocol):
     async def set(self, name: str, value: str | bytes, ex: int | None = None) -> Any: ...
 
 
+class MemoryKeyValue:
+    """A KeyValue in a dict (the harness's shared store, a remote speaker's own);
+    expiry is not modelled."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    async def get(self, name: str) -> bytes | None:
+        return self.values.get(name)
+
+    async def set(self, name: str, value: str | bytes, ex: int | None = None) -> bool:
+        self.values[name] = value.encode() if isinstance(value, str) else value
+        return True
+
+
 class Bus(Protocol):
     """What a stage sees of the bus."""
 

@@ -16,7 +16,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import contracts
 from services.gateway.link import BusLink
-from services.gateway.routes import audio, control, dialogue, events, memory, pages, status
+from services.gateway.routes import (
+    audio,
+    control,
+    dead_letters,
+    dialogue,
+    events,
+    memory,
+    pages,
+    status,
+)
 from services.gateway.security import BodyLimit
 from services.gateway.settings import GatewaySettings
 
@@ -59,7 +68,7 @@ def _routes(settings: GatewaySettings) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.settings = settings
-    for module in (status, control, memory, events, audio, dialogue, pages):
+    for module in (status, control, memory, dead_letters, events, audio, dialogue, pages):
         app.include_router(module.router)
     app.mount("/static", pages.static, name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]

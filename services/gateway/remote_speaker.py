@@ -34,7 +34,7 @@ from contracts import Control, Interrupt, PlaybackProgress, TtsChunk
 from contracts.envelope import Envelope
 from contracts.topics import PLAYBACK_PROGRESS, TTS_CHUNK, Topic
 from services.bus.interrupts import InterruptedTurns
-from services.bus.stage import Consumer, KeyValue, Publisher, SessionMemory
+from services.bus.stage import Consumer, KeyValue, MemoryKeyValue, Publisher, SessionMemory
 from services.bus.switches import StageSwitch, SwitchBoard
 from services.gateway.tail import StreamEvent
 from services.gateway.tasks import stop_tasks
@@ -96,20 +96,6 @@ class WebSocketSink:
         return None  # never called: a connection's turns begin and end in this process
 
 
-class _LocalStore:
-    """The KeyValue of a speaker's stage: its own, empty, and kept in memory."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-
-    async def get(self, name: str) -> bytes | None:
-        return self.values.get(name)
-
-    async def set(self, name: str, value: str | bytes, ex: int | None = None) -> bool:
-        self.values[name] = value.encode() if isinstance(value, str) else value
-        return True
-
-
 class _MemoryState(Generic[S]):
     """Checkpointed state kept in memory: a connection's turns do not outlive it."""
 
@@ -146,7 +132,7 @@ class SpeakerBus:
     ) -> None:
         self.replica_id = replica_id
         self._switched_off = switched_off
-        self.store: KeyValue = _LocalStore()
+        self.store: KeyValue = MemoryKeyValue()  # its own, empty: never a remote speaker
         self.interrupts = InterruptedTurns()
         self._reporter = _Reporter(report)
         self._states: dict[str, _MemoryState[Any]] = {}

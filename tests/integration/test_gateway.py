@@ -31,14 +31,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def gateway(
-    bus_settings: BusSettings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(bus_settings, monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture
 async def keyed_gateway(
     bus_settings: BusSettings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[RunningGateway]:

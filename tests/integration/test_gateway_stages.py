@@ -4,7 +4,6 @@ at once and mutes, and /api/status shows the stages, their backlog, dead letters
 """
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from services.tts.settings import TtsSettings
 from services.tts.stage import TtsStage
 from services.tts.synthesizer import PiperSynthesizer
 from tests.helpers import read_topic, wait_until
-from tests.integration.gateway_fixtures import RunningGateway, running_gateway
+from tests.integration.gateway_fixtures import RunningGateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -47,14 +46,6 @@ async def llm() -> ChatBackend:
     backend = make_backend(PolicySettings(temperature=0.0, max_tokens=24))
     await backend.check()
     return backend
-
-
-@pytest.fixture
-async def gateway(
-    bus_settings: BusSettings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(bus_settings, monkeypatch) as running:
-        yield running
 
 
 def tts_runtime(bus: BusSettings, piper: PiperSynthesizer) -> StageRuntime[TtsStage]:
