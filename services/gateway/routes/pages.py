@@ -6,6 +6,7 @@ gateway; everything they show or do goes through the API and its keys (a page ta
 key from `?key=` in its own address and passes it on).
 """
 
+import mimetypes
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
@@ -13,6 +14,10 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
+
+# Browsers refuse a module served as text/plain, and Python 3.11 only knows .mjs from the
+# system's /etc/mime.types, which a slim container lacks.
+mimetypes.add_type("text/javascript", ".mjs")
 
 router = APIRouter(tags=["pages"])
 
