@@ -28,6 +28,8 @@ def stage_children(
             port = metrics_port + len(commands) if metrics_port else None
             commands[child] = stage_command(stage, port)
             env[child] = {"MARIONETTE_REPLICA_ID": f"{stage}-{number}"}
+            if stage == "gateway" and count > 1:  # the replicas answer on one port
+                env[child]["MARIONETTE_GATEWAY_SHARE_PORT"] = "1"
     return commands, env
 
 

@@ -7,6 +7,7 @@ was killed. The gateway's /api/status reads it.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -46,18 +47,25 @@ class Heartbeat:
         self.fixed = {"stage": stage, "replica": replica, "host": socket.gethostname(),
                       "pid": os.getpid(), "started_at": time.time()}  # fmt: skip
         self.starts = 0
+        self._stopped = asyncio.Event()
 
     async def run(self) -> None:
-        """Beat until cancelled; Redis being away only delays the next beat."""
-        while True:
+        """Beat until stop(); Redis being away only delays the next beat. (It watches a flag
+        rather than relying on being cancelled: redis-py can lose a cancel that lands while
+        it opens a connection, and a beat must never outlive its stage.)"""
+        while not self._stopped.is_set():
             try:
                 if not self.starts:
                     self.starts = int(await self.client.hincrby(STARTS_KEY, self.field, 1))
                 body = {**self.fixed, "beat_at": time.time(), "starts": self.starts}
                 await self.client.hset(PRESENCE_KEY, self.field, json.dumps(body))
-            except Exception as exc:
+            except Exception as exc:  # best effort, like every beat
                 log.debug("heartbeat of %s failed: %s", self.field, exc)
-            await asyncio.sleep(BEAT_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), BEAT_S)
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     async def leave(self) -> None:
         try:

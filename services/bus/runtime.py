@@ -366,6 +366,8 @@ class StageRuntime(Generic[StageT]):
     async def stop(self) -> None:
         """Stop reading, hand the partitions back, disconnect."""
         metrics.unwatch(self)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -33,6 +33,12 @@ class GatewaySettings(MarionetteSettings):
         description="Address to listen on. Anything but loopback needs an operator key.",
     )
     port: int = Field(default=8765, ge=0, le=65535, description="Port (0: any free one).")
+    share_port: bool = Field(
+        default=False,
+        description="Let the gateway replicas of this machine listen on one port "
+        "(SO_REUSEPORT; `up --scale gateway=N` sets it). Off, a port in use is an error: "
+        "two Marionettes never answer on one port by mistake.",
+    )
     operator_key: SecretStr | None = Field(
         default=None,
         description="Bearer key for everything (control, chat, audio, memory). Set it to "

@@ -3,8 +3,9 @@
 It consumes nothing through the runtime (it watches topics with plain reads, see
 services.gateway.tail) and publishes what its clients send: control, chat, the remote
 microphone's frames, the remote speaker's progress, text to say. Several gateways may run
-at once: each listens with SO_REUSEPORT, so replicas on one machine share the port, and
-a spare can take over the port at once.
+at once: on several machines, on several ports, or sharing one port (share_port, which
+`up --scale gateway=N` sets). It listens only once it serves, so a spare takes the port
+over when the one it replaces has died.
 """
 
 import asyncio
@@ -36,13 +37,13 @@ class _Server(uvicorn.Server):
         yield
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, share: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on only for sockets that say they are
     # TCP, and without it every response waited ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
+    if share and hasattr(socket, "SO_REUSEPORT"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
@@ -83,7 +84,7 @@ class GatewayStage(Stage):
 
     async def background(self) -> None:
         """Serve until the stage stops."""
-        sock = listening_socket(self.settings.host, self.settings.port)
+        sock = listening_socket(self.settings.host, self.settings.port, self.settings.share_port)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"

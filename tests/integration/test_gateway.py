@@ -4,6 +4,9 @@ way a request is refused."""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -282,7 +285,11 @@ async def test_two_gateways_share_one_port(
 ) -> None:
     """Replicas on one machine (`up --scale gateway=2`) listen on the same port."""
     port = free_port()
-    env = {"MARIONETTE_GATEWAY_PORT": str(port), "MARIONETTE_GATEWAY_CHAT_PER_MINUTE": "600"}
+    env = {
+        "MARIONETTE_GATEWAY_PORT": str(port),
+        "MARIONETTE_GATEWAY_SHARE_PORT": "1",
+        "MARIONETTE_GATEWAY_CHAT_PER_MINUTE": "600",
+    }
     async with (
         running_gateway(bus_settings, monkeypatch, env, replica_id="gateway-1") as first,
         running_gateway(bus_settings, monkeypatch, env, replica_id="gateway-2") as second,
@@ -297,3 +304,19 @@ async def test_two_gateways_share_one_port(
     assert replicas == {"gateway-1", "gateway-2"}
     chats = await read_topic(redis_client, CHAT_MESSAGE, bus_settings.partitions)
     assert len(chats) == 10
+
+
+def test_a_port_in_use_is_an_error_naming_the_setting(
+    gateway: RunningGateway, bus_settings: BusSettings
+) -> None:
+    """Without share_port a second Marionette never answers on the first one's port: the
+    stage stops at once, saying which setting to change."""
+    port = gateway.url.rsplit(":", 1)[1]
+    env = {**os.environ, "REDIS_URL": bus_settings.redis_url or "",
+           "MARIONETTE_GATEWAY_PORT": port, "MARIONETTE_METRICS_PORT": "0"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "services", "run", "gateway"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "MARIONETTE_GATEWAY_PORT" in result.stderr + result.stdout
