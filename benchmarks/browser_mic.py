@@ -59,6 +59,7 @@ from rich.console import Console
 from rich.table import Table
 from websockets.asyncio.client import connect
 
+from benchmarks.figures import nan_to_none
 from contracts import AsrFinal, PolicyToken, TtsChunk
 from contracts.topics import ASR_FINAL, AUDIO_FRAME, POLICY_TOKEN, TTS_CHUNK, Topic
 from services.bus import BusSettings, load_bus_settings
@@ -713,17 +714,7 @@ def as_json(result: Result) -> dict[str, Any]:
         },
         "turns": [turn_json(t) for t in result.turns],
     }  # fmt: skip
-    return cast(dict[str, Any], _nan_to_none(document))
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
+    return cast(dict[str, Any], nan_to_none(document))
 
 
 async def bench(opts: argparse.Namespace) -> None:

@@ -61,6 +61,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.figures import nan_to_none
 from contracts import ChatMessage, PolicyToken
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import BusSettings, Producer, StageRuntime, load_bus_settings
@@ -962,17 +963,7 @@ def as_json(figures: dict[str, Any]) -> dict[str, Any]:
                       for t in d.turns],
         }  # fmt: skip
     # NaN is not JSON: a figure that could not be taken is null.
-    return cast(dict[str, Any], _nan_to_none(out))
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
+    return cast(dict[str, Any], nan_to_none(out))
 
 
 async def bench(opts: argparse.Namespace) -> None:

@@ -419,8 +419,8 @@ class StageRuntime(Generic[StageT]):
                 if stop.is_set():
                     return
             await self.serve()
+            ready()  # first: whoever reads the line below may take the stage as serving
             log.info("stage %s running as %s", self.group, self.replica_id)
-            ready()
             waits: set[asyncio.Future[Any]] = {stopped}
             if not self.consumers and self._work is not None:
                 waits.add(self._work)

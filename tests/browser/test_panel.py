@@ -38,9 +38,7 @@ from services.bus import (
     Bus,
     BusSettings,
     Producer,
-    Stage,
     StageRuntime,
-    consumes,
     load_bus_settings,
 )
 from services.bus.dead_letters import list_dead_letters
@@ -63,6 +61,7 @@ from tests.integration.gateway_fixtures import (
     RunningGateway,
     running_gateway,
 )
+from tests.integration.test_gateway_dead_letters import Picky
 from tests.regression.pipeline import replay_stages
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -90,23 +89,6 @@ class FakeVoice:
         t = np.arange(int(RATE * 0.03 * max(1, len(text)))) / RATE
         hum = (0.1 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
         return Speech(hum, RATE, [])
-
-
-class Picky(Stage):
-    """Reads chat; fails on "poison" while broken (so it ends in the dead letters)."""
-
-    name = "picky"
-
-    def __init__(self, bus: Bus) -> None:
-        super().__init__(bus)
-        self.handled: list[str] = []
-        self.broken = True
-
-    @consumes(CHAT_MESSAGE)
-    async def on_chat(self, message: ChatMessage) -> None:
-        if self.broken and message.text == "poison":
-            raise RuntimeError("cannot stomach poison")
-        self.handled.append(message.text)
 
 
 @dataclass

@@ -148,7 +148,8 @@ def test_up_restarts_a_killed_stage_and_stops_on_sigint(
     up = start_marionette(["up", "--stage", "monitor", "--no-spares"], bus_settings, log)
     try:
         deadline = time.monotonic() + 60
-        while "monitor | " not in log.read_text(errors="replace"):
+        # Killed once serving (it says so once ready), to be restarted without back-off.
+        while "stage monitor running" not in log.read_text(errors="replace"):
             assert up.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
