@@ -63,12 +63,13 @@ from benchmarks.figures import nan_to_none
 from contracts import AsrFinal, PolicyToken, TtsChunk
 from contracts.topics import ASR_FINAL, AUDIO_FRAME, POLICY_TOKEN, TTS_CHUNK, Topic
 from services.bus import BusSettings, load_bus_settings
-from services.bus.partitions import stream_for, streams_of
+from services.bus.partitions import stream_for
 from services.bus.redis_server import EmbeddedRedis, free_port
 from services.bus.wire import StreamEntry, decode_entry, entry_time
 from services.capture.sources import FileSource
 from services.capture.stage import SAMPLE_CONVERSATION
 from services.cli.mic import send_audio
+from services.replay.pacing import group_live
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RATE = 16_000
@@ -84,7 +85,6 @@ CONSUMERS: dict[Topic[Any], str] = {
     AUDIO_FRAME: "asr", ASR_FINAL: "policy", POLICY_TOKEN: "tts", TTS_CHUNK: "avatar",
 }  # fmt: skip
 """A stage that must read every partition of the topic before the first question."""
-LIVE_CONSUMER_IDLE_MS = 10_000
 START_TIMEOUT_S = 300.0
 REPLY_TIMEOUT_S = 300.0
 """asr, the LLM and Piper share two cores with Chromium here: minutes, not seconds."""
@@ -319,17 +319,6 @@ def log_tail(log: IO[bytes]) -> str:
     return log.read()[-4000:].decode(errors="replace")
 
 
-async def consumers_live(client: Redis, topic: Topic[Any], group: str, partitions: int) -> bool:
-    for stream in streams_of(topic, partitions):
-        try:
-            consumers = await client.xinfo_consumers(stream, group)
-        except Exception:
-            return False  # no stream or group yet
-        if not any(int(c["idle"]) < LIVE_CONSUMER_IDLE_MS for c in consumers):
-            return False
-    return True
-
-
 async def gateway_answers(url: str) -> bool:
     try:
         async with httpx.AsyncClient(base_url=url, timeout=5) as http:
@@ -372,7 +361,7 @@ async def stages(bus: BusSettings, max_tokens: int) -> AsyncIterator[str]:
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             while not (
-                all([await consumers_live(client, t, g, bus.partitions)
+                all([await group_live(client, t, g, bus.partitions)
                      for t, g in CONSUMERS.items()])
                 and await gateway_answers(url)
             ):  # fmt: skip

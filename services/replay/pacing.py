@@ -5,9 +5,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
+
+from contracts.topics import Topic
+from services.bus.partitions import streams_of
 
 log = logging.getLogger("marionette.replay")
 
@@ -45,6 +49,23 @@ class Pacer:
             await asyncio.sleep(due - now)
 
 
+def _any_live(consumers: list[dict[str, Any]]) -> bool:
+    return any(int(c.get("idle", 1 << 62)) < LIVE_CONSUMER_IDLE_MS for c in consumers)
+
+
+async def group_live(client: Redis, topic: Topic[Any], group: str, partitions: int) -> bool:
+    """Whether a stage's consumer group reads every stream of the topic (a tool that starts
+    stages waits for this before it sends anything)."""
+    for stream in streams_of(topic, partitions):
+        try:
+            consumers = await client.xinfo_consumers(stream, group)
+        except RedisError:
+            return False  # no stream or group yet (or Redis not answering yet)
+        if not _any_live(consumers):
+            return False
+    return True
+
+
 async def live_backlog(client: Redis, stream: str) -> tuple[int, str | None]:
     """The largest backlog (undelivered + unacknowledged) of the stream's live groups."""
     try:
@@ -54,8 +75,7 @@ async def live_backlog(client: Redis, stream: str) -> tuple[int, str | None]:
     worst, worst_group = 0, None
     for group in groups:
         name = group["name"].decode() if isinstance(group["name"], bytes) else str(group["name"])
-        consumers = await client.xinfo_consumers(stream, name)
-        if not any(int(c.get("idle", 1 << 62)) < LIVE_CONSUMER_IDLE_MS for c in consumers):
+        if not _any_live(await client.xinfo_consumers(stream, name)):
             continue
         backlog = int(group.get("lag") or 0) + int(group.get("pending") or 0)
         if backlog > worst:

@@ -44,10 +44,10 @@ from contracts.topics import (
 )
 from services.bench.scripted_mic import ScriptedMic
 from services.bus import BusSettings, Producer, load_bus_settings
-from services.bus.partitions import streams_of
 from services.capture.stage import SAMPLE_CONVERSATION
 from services.policy.memory import Memory
 from services.replay.diff import word_error_rate
+from services.replay.pacing import group_live
 from tests.helpers import read_topic, wait_until
 from tests.integration.workers import REPO_ROOT
 from tests.regression.pipeline import marionette_env
@@ -78,23 +78,12 @@ class Marionette:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
-async def _live(client: Redis, topic: Topic[Any], group: str, partitions: int) -> bool:
-    for stream in streams_of(topic, partitions):
-        try:
-            consumers = await client.xinfo_consumers(stream, group)
-        except Exception:
-            return False
-        if not any(int(c["idle"]) < 10_000 for c in consumers):
-            return False
-    return True
-
-
 async def _wait_ready(marionette: Marionette) -> None:
     client = Redis.from_url(marionette.bus.redis_url or "")
     try:
         deadline = time.monotonic() + 180
         while not all(
-            [await _live(client, t, g, marionette.bus.partitions) for t, g in READY.items()]
+            [await group_live(client, t, g, marionette.bus.partitions) for t, g in READY.items()]
         ):
             if marionette.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the stages did not start\n{marionette.log_tail()}")

@@ -47,10 +47,10 @@ from contracts.tts import TtsChunk
 from services.asr.recognizer import FasterWhisperRecognizer
 from services.asr.settings import AsrSettings
 from services.bus import BusSettings, Producer, load_bus_settings
-from services.bus.partitions import streams_of
 from services.capture.stage import SAMPLE_CONVERSATION
 from services.playback.stage import remote_speaker_key
 from services.policy.memory import Memory
+from services.replay.pacing import group_live
 from services.tts.normalize import normalize_for_speech
 from tests.helpers import read_topic, wait_until, word_error_rate
 from tests.integration.gateway_fixtures import OPERATOR_KEY, RunningGateway, running_gateway
@@ -88,22 +88,13 @@ class Stages:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
-async def _live(client: Redis, topic: Topic[Any], group: str, partitions: int) -> bool:
-    for stream in streams_of(topic, partitions):
-        try:
-            consumers = await client.xinfo_consumers(stream, group)
-        except Exception:
-            return False
-        if not any(int(c["idle"]) < 10_000 for c in consumers):
-            return False
-    return True
-
-
 async def _wait_ready(stages: Stages) -> None:
     client = Redis.from_url(stages.bus.redis_url or "")
     try:
         deadline = time.monotonic() + 180
-        while not all([await _live(client, t, g, stages.bus.partitions) for t, g in READY.items()]):
+        while not all(
+            [await group_live(client, t, g, stages.bus.partitions) for t, g in READY.items()]
+        ):
             if stages.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the stages did not start\n{stages.log_tail()}")
             await asyncio.sleep(0.2)

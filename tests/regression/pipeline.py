@@ -15,10 +15,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, POLICY_TOKEN, Topic
+from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import BusSettings
-from services.bus.partitions import streams_of
-from services.replay.pacing import LIVE_CONSUMER_IDLE_MS
+from services.replay.pacing import group_live
 from tests.e2e.sample_run import Pipeline
 from tests.integration.workers import REPO_ROOT
 
@@ -63,17 +62,6 @@ def marionette(args: list[str], bus: BusSettings, log_path: Path) -> "subprocess
         )
 
 
-async def _consumers_live(client: Redis, topic: Topic[object], group: str, partitions: int) -> bool:  # type: ignore[type-var]
-    for stream in streams_of(topic, partitions):
-        try:
-            consumers = await client.xinfo_consumers(stream, group)
-        except Exception:
-            return False  # no stream or group yet
-        if not any(int(c["idle"]) < LIVE_CONSUMER_IDLE_MS for c in consumers):
-            return False
-    return True
-
-
 async def wait_until_listening(bus: BusSettings, pipeline: Pipeline) -> None:
     """Until asr, policy and tts read every partition of their input."""
     client = Redis.from_url(bus.redis_url or "")
@@ -81,7 +69,7 @@ async def wait_until_listening(bus: BusSettings, pipeline: Pipeline) -> None:
     try:
         while True:
             ready = [
-                await _consumers_live(client, topic, group, bus.partitions)  # type: ignore[arg-type]
+                await group_live(client, topic, group, bus.partitions)
                 for topic, group in CONSUMERS.items()
             ]
             if all(ready):
