@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.figures import stop_child
 from contracts import AudioFrame, ChatMessage, Envelope, Topic
 from contracts.envelope import message_id
 from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE
@@ -235,16 +236,6 @@ async def until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} stalled for 60 s")
         await asyncio.sleep(0.01)
-
-
-async def stop_child(child: Process) -> None:
-    if child.returncode is None:
-        child.terminate()
-        try:
-            await asyncio.wait_for(child.wait(), 10)
-        except TimeoutError:
-            child.kill()
-            await child.wait()
 
 
 @asynccontextmanager

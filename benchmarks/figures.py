@@ -1,6 +1,8 @@
 """Small helpers the benchmarks share."""
 
+import asyncio
 import math
+from asyncio.subprocess import Process
 from typing import Any
 
 
@@ -13,3 +15,14 @@ def nan_to_none(value: Any) -> Any:
     if isinstance(value, list):
         return [nan_to_none(v) for v in value]
     return value
+
+
+async def stop_child(child: Process, grace_s: float = 10.0) -> None:
+    """SIGTERM a child process; SIGKILL it if it has not ended after grace_s."""
+    if child.returncode is None:
+        child.terminate()
+        try:
+            await asyncio.wait_for(child.wait(), grace_s)
+        except TimeoutError:
+            child.kill()
+            await child.wait()

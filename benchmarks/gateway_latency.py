@@ -61,7 +61,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.figures import nan_to_none
+from benchmarks.figures import nan_to_none, stop_child
 from contracts import ChatMessage, PolicyToken
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import BusSettings, Producer, StageRuntime, load_bus_settings
@@ -242,16 +242,6 @@ def child_env(bus: BusSettings, **extra: str) -> dict[str, str]:
     }  # fmt: skip
 
 
-async def stop_child(child: Process) -> None:
-    if child.returncode is None:
-        child.terminate()
-        try:
-            await asyncio.wait_for(child.wait(), 15)
-        except TimeoutError:
-            child.kill()
-            await child.wait()
-
-
 @asynccontextmanager
 async def stage_process(
     name: str, bus: BusSettings, env: dict[str, str], start_s: float = 180
@@ -284,7 +274,7 @@ async def stage_process(
             if child.returncode is not None:
                 raise RuntimeError(f"{name} died during the run:\n{tail(log)}")
         finally:
-            await stop_child(child)
+            await stop_child(child, grace_s=15)
             os.close(read_end)
 
 
@@ -564,7 +554,7 @@ async def run_readers(
             raw = array("q")
             raw.frombytes(out.read_bytes())
         finally:
-            await stop_child(child)
+            await stop_child(child, grace_s=15)
             await client.aclose()
     duplicates = raw.pop()
     delays: list[float] = []
