@@ -15,6 +15,7 @@ from contracts.envelope import Envelope
 from contracts.topics import ALL_TOPICS, Topic
 from services.bus.settings import BusSettings
 from services.bus.stage import Bus
+from services.gateway.personas import PersonaFiles
 from services.gateway.security import RateLimiter
 from services.gateway.settings import GatewaySettings
 from services.gateway.tail import StreamTail
@@ -39,6 +40,7 @@ class BusLink:
     chat_limit: RateLimiter = field(init=False)
     dialogue_limit: RateLimiter = field(init=False)
     turns: TurnBook = field(init=False)
+    personas: PersonaFiles = field(init=False)
 
     def __post_init__(self) -> None:
         self.tail = StreamTail(
@@ -47,6 +49,8 @@ class BusLink:
         self.chat_limit = RateLimiter(self.settings.chat_per_minute)
         self.dialogue_limit = RateLimiter(self.settings.dialogue_per_minute)
         self.turns = TurnBook(self.tail)
+        # Read once (policy's settings, the default persona file), not on every request.
+        self.personas = PersonaFiles.from_settings(self.bus.store)
 
     async def publish(self, message: Envelope) -> dict[str, Any]:
         """Publish on the message's topic; what was published, as the API answers it."""

@@ -17,7 +17,6 @@ from contracts.policy import ExpressionTag, PolicyToken
 from contracts.topics import PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK
 from contracts.turns import playback_ended
 from services.gateway.link import GLOBAL_SESSION, BusLink, new_id
-from services.gateway.personas import PersonaFiles
 from services.gateway.security import Access, requires
 from services.registry import MODULES
 
@@ -107,7 +106,7 @@ async def change_persona(body: PersonaRequest, request: Request, who: Operator) 
         raise HTTPException(422, "give `persona`, `edits`, or both")
     link = link_of(request)
     try:
-        persona = await PersonaFiles.from_settings(link.bus.store).preview(body.persona, body.edits)
+        persona = await link.personas.preview(body.persona, body.edits)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except ValidationError as exc:

@@ -47,7 +47,6 @@ from services.bus.ownership import lease_key
 from services.bus.partitions import partition_of
 from services.bus.switches import read_switches
 from services.gateway.link import BusLink, new_id
-from services.gateway.personas import PersonaFiles
 from services.gateway.routes.control import control, link_of
 from services.gateway.routes.memory import FieldError
 from services.gateway.security import Access, requires
@@ -171,7 +170,7 @@ async def dialogue_stream(body: DialogueRequest, request: Request, who: Operator
 
 def check_npc(link: BusLink, npc: str) -> None:
     """404 naming the NPCs there are, or 422 for a persona file policy could not read."""
-    files = PersonaFiles.from_settings(link.bus.store)
+    files = link.personas
     try:
         load_persona_file(files.path(npc))
     except LookupError as exc:

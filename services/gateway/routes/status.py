@@ -12,7 +12,6 @@ from services.bus.partitions import streams_of, topic_of_stream
 from services.bus.presence import replicas_seen
 from services.bus.switches import read_switches
 from services.gateway.link import BusLink
-from services.gateway.personas import PersonaFiles
 from services.gateway.security import Access, requires
 from services.registry import MODULES
 
@@ -26,7 +25,7 @@ async def status(request: Request, who: Reader) -> dict[str, Any]:
     pending entries of each topic it reads, dead letters per topic, and the latest turns
     with their latency (voice-to-voice for spoken turns)."""
     link: BusLink = request.app.state.link
-    personas = PersonaFiles.from_settings(link.bus.store)
+    personas = link.personas
     switches = await read_switches(link.client)
     persona = await personas.current()
     stages = await _stages(link)
