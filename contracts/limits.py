@@ -11,8 +11,11 @@ SCHEMA_VERSION: Final = 3
    how much of the chunk is left to play (remaining_s).
    Later, still 3 (optional additions, absent means as before): chat.message may name a
    persona file to answer as (persona) and come from platform "gateway"; control takes
-   MemoryClear and MemoryRestore. A consumer older than these rejects such a message
-   (extra fields are forbidden), so upgrade policy before the gateway sends them.
+   MemoryClear and MemoryRestore; chat.message carries platform fields (author_id,
+   platform_message_id, reply_to, channel, emotes, mentions_character, read_aloud); new
+   topics chat.incoming, arbiter.decision and moderation. A consumer older than these
+   rejects such a message (extra fields are forbidden), so upgrade policy before the
+   gateway or a platform stage sends them.
 """
 PREVIOUS_SCHEMA_VERSION: Final = SCHEMA_VERSION - 1
 """Readers accept this version too (upgrading it in memory), so stages upgrade one at a time."""
@@ -40,6 +43,9 @@ MAX_TRANSCRIPT_CHARS: Final = 4_000
 MAX_CHAT_CHARS: Final = 2_000
 MAX_AUTHOR_CHARS: Final = 64
 MAX_BADGES: Final = 16
+MAX_EMOTES: Final = 32
+MAX_REASON_CHARS: Final = 200
+MAX_QUEUE_SHOWN: Final = 20
 MAX_TOKEN_CHARS: Final = 256
 MAX_REPLY_CHARS: Final = 8_000
 MAX_EXPRESSIONS: Final = 16

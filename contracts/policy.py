@@ -30,3 +30,27 @@ class PolicyToken(Envelope):
         if not self.final and self.status is not None:
             raise ValueError("only the final token carries a status")
         return self
+
+
+SCRIPTED_TOKEN_CHARS = 64
+
+
+def scripted_reply(
+    session_id: str, turn_id: str, text: str, expression: str | None = None
+) -> list[PolicyToken]:
+    """A reply the character says word for word (the panel's or a moderator's "say"), as
+    the tokens policy would publish for it: tts, avatar and playback take it like any
+    reply. As policy does, the expression travels beside the words, never inside them."""
+    expressions = [expression] if expression else []
+    pieces = [text[i : i + SCRIPTED_TOKEN_CHARS] for i in range(0, len(text), SCRIPTED_TOKEN_CHARS)]
+    tokens = [
+        PolicyToken(session_id=session_id, turn_id=turn_id, seq=i, text=piece, index=i,
+                    expressions=expressions if i == 0 else [])
+        for i, piece in enumerate(pieces)
+    ]  # fmt: skip
+    end = len(pieces)
+    tokens.append(
+        PolicyToken(session_id=session_id, turn_id=turn_id, seq=end, text="", index=end,
+                    final=True, reply_text=text, status="ok", expressions=expressions)
+    )  # fmt: skip
+    return tokens

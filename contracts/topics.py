@@ -3,12 +3,14 @@
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from contracts.arbiter import ArbiterDecision
 from contracts.audio import AudioFrame
 from contracts.avatar import AvatarExpr
-from contracts.chat import ChatMessage
+from contracts.chat import ChatIncoming, ChatMessage
 from contracts.control import Control
 from contracts.envelope import Envelope
 from contracts.limits import AUDIO_FRAME_MAXLEN, DEFAULT_MAXLEN
+from contracts.moderation import ModerationVerdict
 from contracts.policy import PolicyToken
 from contracts.speech import AsrFinal, AsrPartial, SpeechEvent
 from contracts.tts import PlaybackProgress, TtsChunk
@@ -57,8 +59,24 @@ ASR_FINAL = Topic("asr.final", AsrFinal, "The final transcript of an utterance; 
 CHAT_MESSAGE = Topic(
     "chat.message",
     ChatMessage,
-    "Viewer chat from Twitch, Discord, the panel.",
+    "Chat lines to answer, one turn each: chosen by the arbiter, or the operator's own.",
     tracing="opens",
+)
+CHAT_INCOMING = Topic(
+    "chat.incoming",
+    ChatIncoming,
+    "Audience chat as it arrives (Twitch, Discord); the arbiter chooses what is answered.",
+    tracing="opens",
+)
+ARBITER_DECISION = Topic(
+    "arbiter.decision",
+    ArbiterDecision,
+    "What the arbiter did with each chat line (queued, chosen, merged, dropped) and why.",
+)
+MODERATION = Topic(
+    "moderation",
+    ModerationVerdict,
+    "What moderation refused, renamed or replaced, with its reasons.",
 )
 POLICY_TOKEN = Topic(
     "policy.token", PolicyToken, "Reply tokens, ordered per turn.", tracing="context"
@@ -87,6 +105,9 @@ ALL_TOPICS: tuple[Topic[Envelope], ...] = (
     PLAYBACK_PROGRESS,
     AVATAR_EXPR,
     CONTROL,
+    CHAT_INCOMING,
+    ARBITER_DECISION,
+    MODERATION,
 )  # type: ignore[assignment]
 
 

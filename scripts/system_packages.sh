@@ -1,5 +1,16 @@
-# Sourced by test.sh: the system packages the tests need: PortAudio (speakers and
-# microphones through sounddevice). Installed with apt when missing and we are root.
+# Sourced by test.sh (and run.sh): the system packages the tests need: PortAudio (speakers
+# and microphones through sounddevice), Opus (the Discord stage's voice). Installed with apt
+# when missing and we are root.
+if ! ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0'; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing libopus0 (apt)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopus0 >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && \
+                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopus0 >/dev/null; }
+    else
+        echo "libopus0 is missing: install it (apt-get install libopus0) for Discord voice" >&2
+    fi
+fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2'; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "== installing libportaudio2 (apt)"

@@ -17,11 +17,35 @@ STAGES: dict[str, str] = {
     "playback": "services.playback.stage:PlaybackStage",
     "monitor": "services.monitor.stage:MonitorStage",
     "gateway": "services.gateway.stage:GatewayStage",
+    "arbiter": "services.arbiter.stage:ArbiterStage",
+    "twitch": "services.twitch.stage:TwitchStage",
+    "discord": "services.discord.stage:DiscordStage",
 }
+
+OPTIONAL_STAGES: dict[str, str] = {
+    "twitch": "services.twitch.settings:TwitchSettings",
+    "discord": "services.discord.settings:DiscordSettings",
+}
+"""Integrations `up` starts only when configured: their settings class's `configured()`
+says so (a channel or a token set); `up --stage NAME` starts one regardless."""
 
 MODULES: tuple[str, ...] = tuple(name for name in STAGES if name != "gateway")
 """What a ModuleToggle can switch off: each stage by its name (the gateway stays on, or
 nobody could switch anything back on)."""
+
+
+def default_stages() -> list[str]:
+    """What `up` starts without --stage: every stage, the optional ones when configured.
+    A bad setting of an optional stage raises its StageStartError (naming the variable)."""
+    chosen = []
+    for name in sorted(STAGES):
+        if name in OPTIONAL_STAGES:
+            module_name, _, class_name = OPTIONAL_STAGES[name].partition(":")
+            settings_class: Any = getattr(importlib.import_module(module_name), class_name)
+            if not settings_class.configured():
+                continue
+        chosen.append(name)
+    return chosen
 
 
 def stage_class(name: str) -> type[Stage]:

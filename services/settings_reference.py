@@ -27,15 +27,18 @@ PROCESS_VARIABLES = (
 
 def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
     # Imported here: each stage's settings module is small, but pulls in its package.
+    from services.arbiter.settings import ArbiterSettings
     from services.asr.settings import AsrSettings
     from services.avatar.settings import AvatarSettings
     from services.bus.settings import BusSettings
     from services.capture.settings import CaptureSettings
+    from services.discord.settings import DiscordSettings
     from services.gateway.settings import GatewaySettings
     from services.playback.settings import PlaybackSettings
     from services.policy.settings import PolicySettings
     from services.telemetry.settings import TelemetrySettings
     from services.tts.settings import TtsSettings
+    from services.twitch.settings import TwitchSettings
 
     return [
         ("Bus: every stage", BusSettings),
@@ -46,6 +49,9 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
         ("avatar", AvatarSettings),
         ("playback", PlaybackSettings),
         ("gateway", GatewaySettings),
+        ("arbiter", ArbiterSettings),
+        ("twitch", TwitchSettings),
+        ("discord", DiscordSettings),
         ("telemetry", TelemetrySettings),
     ]
 

@@ -187,11 +187,14 @@ class PartitionedReader:
                 part.ready = True
 
             await resilient(name, take_over, self.ensure_groups, repeat=False)
-            while part.ready and (entry := await part.queue.get()) is not None:
-                if not await self._handle(part, entry):
-                    return
-                # redis-py can swallow a cancellation that lands inside a command.
+            while part.ready:
+                # redis-py can swallow a cancellation that lands inside a command (in the
+                # take-over or a handler); without this check the worker would wait on its
+                # queue until the stop times out.
                 raise_if_cancelling()
+                entry = await part.queue.get()
+                if entry is None or not await self._handle(part, entry):
+                    return
         finally:
             if self.parts.get(part.number) is part and not part.draining:
                 self.parts.pop(part.number, None)

@@ -18,7 +18,7 @@ from services.cli.common import STATE_FILE, bus_settings, console, fail, out
 from services.errors import StageStartError
 from services.gateway.settings import GatewaySettings
 from services.logs import setup_logging
-from services.registry import STAGES, stage_class
+from services.registry import STAGES, default_stages, stage_class
 from services.settings import load_settings
 from services.supervisor import (
     STANDBY_ENV,
@@ -160,7 +160,11 @@ def up(
             load_settings(GatewaySettings)  # likewise a bad gateway setting (a missing key)
         except StageStartError as exc:
             raise fail(str(exc)) from None
-    chosen = [s for s in (stages or sorted(STAGES)) if s not in set(skip or [])]
+    try:
+        everything = stages or default_stages()
+    except StageStartError as exc:
+        raise fail(str(exc)) from None
+    chosen = [s for s in everything if s not in set(skip or [])]
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
         raise fail(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(sorted(STAGES))}")

@@ -12,13 +12,16 @@ from rich.console import Console
 
 from contracts import (
     ALL_TOPICS,
+    ArbiterDecision,
     AsrFinal,
     AsrPartial,
     AudioFrame,
     AvatarExpr,
+    ChatIncoming,
     ChatMessage,
     Control,
     Envelope,
+    ModerationVerdict,
     PlaybackProgress,
     PolicyToken,
     SpeechEvent,
@@ -39,11 +42,14 @@ FORMATS: dict[type[Envelope], Callable[[Any], str]] = {
     AsrPartial: lambda m: f"… {m.text}",
     AsrFinal: lambda m: f"{m.text!r} ({m.language}, {m.confidence:.2f})",
     ChatMessage: lambda m: f"{m.platform}:{m.author}: {m.text}",
+    ChatIncoming: lambda m: f"{m.platform}:{m.author}: {m.text}",
     PolicyToken: _token,
     TtsChunk: lambda m: f"#{m.index} {m.duration_s:.2f} s {m.text!r}",
     PlaybackProgress: lambda m: f"{m.state} chunk {m.chunk_index} at {m.played_s:.2f} s",
     AvatarExpr: lambda m: f"{m.state} {m.expression} {len(m.mouth_open)} frames",
     Control: lambda m: m.command.model_dump_json(),
+    ArbiterDecision: lambda m: f"{m.action} {m.line.author}: {m.line.text!r} ({m.reason})",
+    ModerationVerdict: lambda m: f"{m.direction} {m.subject} {m.action}: {'; '.join(m.reasons)}",
 }
 
 

@@ -30,6 +30,8 @@ class Message(BaseModel):
     content: str
     turn_id: str | None = None
     interrupted: bool = False  # the user talked over it: content is what they heard
+    author: str | None = None  # who said a user message (None: the microphone)
+    said: str | None = None  # a user message as written, for moderation's view of a session
 
     def for_prompt(self) -> dict[str, str]:
         # A dash, as in a script, tells the model the line was cut off there.
@@ -43,17 +45,36 @@ class Memory(BaseModel):
     since_summary: int = 0
     updated_at: float = 0.0
 
-    def add(self, role: str, content: str, turn_id: str | None = None) -> None:
-        self.messages.append(Message(role=role, content=content, turn_id=turn_id))
+    def add(self, message: Message) -> None:
+        self.messages.append(message)
         self.since_summary += 1
 
-    def remember(self, turn_id: str, said_to: str, reply: str) -> None:
-        """A turn: what the user said and the reply, once (a turn redone after a crash
-        is not remembered twice)."""
+    def remember(
+        self,
+        turn_id: str,
+        said_to: str,
+        reply: str,
+        *,
+        author: str | None = None,
+        said: str | None = None,
+    ) -> None:
+        """A turn: what the user said (as the prompt put it, and as written) and the reply,
+        once (a turn redone after a crash is not remembered twice)."""
         if any(m.turn_id == turn_id for m in self.messages):
             return
-        self.add("user", said_to, turn_id)
-        self.add("assistant", reply, turn_id)
+        self.add(Message(role="user", content=said_to, turn_id=turn_id, author=author, said=said))
+        self.add(Message(role="assistant", content=reply, turn_id=turn_id))
+
+    def lines_of(self, author: str | None, count: int) -> list[str]:
+        """The last lines one author wrote (None: the microphone), oldest first."""
+        lines = [
+            m.said or m.content for m in self.messages if m.role == "user" and m.author == author
+        ]
+        return lines[-count:]
+
+    def recent_lines(self, count: int) -> list[str]:
+        """The last lines anyone wrote or said in the session, oldest first."""
+        return [m.said or m.content for m in self.messages if m.role == "user"][-count:]
 
     def cut_short(self, turn_id: str, heard: str) -> bool:
         """Keep only what the user heard of the reply to `turn_id`; False if not found."""

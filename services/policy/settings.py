@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.policy.moderation import BUNDLED_RULES
+from services.moderation import BUNDLED_RULES
 from services.policy.persona import BUNDLED_PERSONAS
 from services.settings import MarionetteSettings
 

@@ -30,7 +30,9 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -44,10 +46,21 @@ from contracts import (
     PolicyToken,
 )
 from contracts.control import MemoryClear, MemoryRestore
+from contracts.limits import MAX_REASON_CHARS
+from contracts.moderation import ModerationAction, ModerationVerdict
 from contracts.policy import ReplyStatus
-from contracts.topics import ASR_FINAL, CHAT_MESSAGE, CONTROL, PLAYBACK_PROGRESS, POLICY_TOKEN
+from contracts.topics import (
+    ASR_FINAL,
+    CHAT_MESSAGE,
+    CONTROL,
+    MODERATION,
+    PLAYBACK_PROGRESS,
+    POLICY_TOKEN,
+)
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
 from services.bus.tracing import turn_attributes
+from services.moderation import SAFE_AUTHOR, SPLIT_WINDOW, Moderator
+from services.moderation.takeover import TakeoverCheck
 from services.policy.backends import (
     BackendFailed,
     ChatBackend,
@@ -63,9 +76,8 @@ from services.policy.memory import (
     MemoryStore,
     claim_once,
 )
-from services.policy.moderation import Moderator
 from services.policy.persona import Persona, PersonaError, PersonaStore
-from services.policy.reply import ReplyProgress, ReplyStream
+from services.policy.reply import ReplyProgress, ReplyStream, TakeoverFound
 from services.policy.settings import PolicySettings
 from services.settings import load_settings
 from services.telemetry.metrics import LLM_FIRST_TOKEN
@@ -80,6 +92,11 @@ SUMMARY_PROMPT = (
 WARM_UP = Generation(temperature=0.0, max_tokens=1, seed=0)
 
 
+QUOTES = str.maketrans({"«": '"', "»": '"'})
+RECENT_LINES = 6
+"""The session's recent lines a reply is checked against (names and phrases viewers gave)."""
+
+
 @dataclass(frozen=True)
 class Turn:
     session_id: str
@@ -87,14 +104,21 @@ class Turn:
     text: str
     author: str | None = None  # None: the streamer's own voice
     persona: str | None = None  # a persona file to answer as; None: the live persona
+    read_aloud: bool = False  # say who wrote what before answering
+    message_id: str | None = None  # the message that opened the turn
 
-    def as_user_message(self) -> str:
-        return self.text if self.author is None else f"{self.author} says: {self.text}"
+    def as_user_message(self, author: str | None = None) -> str:
+        """What the LLM is given: the streamer's words as they are; a chat line quoted,
+        so the model takes it as something a viewer said, never as instructions."""
+        if self.author is None:
+            return self.text
+        return f"{author or self.author} (in chat): «{self.text.translate(QUOTES)}»"
 
 
 class PolicyStage(Stage):
     name = "policy"
     tokens = Publishes(POLICY_TOKEN)
+    verdicts = Publishes(MODERATION)
     replies = Checkpointed(ReplyProgress)
 
     def __init__(self, settings: PolicySettings, backend: ChatBackend, bus: Bus) -> None:
@@ -120,12 +144,16 @@ class PolicyStage(Stage):
 
     @consumes(ASR_FINAL)
     async def on_speech(self, final: AsrFinal) -> None:
-        await self.answer(Turn(final.session_id, final.turn_id or final.origin, final.text))
+        turn_id = final.turn_id or final.origin
+        await self.answer(Turn(final.session_id, turn_id, final.text, message_id=final.message_id))
 
     @consumes(CHAT_MESSAGE)
     async def on_chat(self, chat: ChatMessage) -> None:
         turn_id = chat.turn_id or chat.origin
-        await self.answer(Turn(chat.session_id, turn_id, chat.text, chat.author, chat.persona))
+        await self.answer(
+            Turn(chat.session_id, turn_id, chat.text, chat.author, chat.persona,
+                 chat.read_aloud, chat.message_id)
+        )  # fmt: skip
 
     @consumes(CONTROL)
     async def on_control(self, message: Control) -> None:
@@ -167,8 +195,17 @@ class PolicyStage(Stage):
         # Folds can be cancelled by new turns, so the recent messages are capped here too.
         messages += memory.as_prompt()[-self.settings.memory_messages :]
         if turn is not None:
-            messages.append({"role": "user", "content": turn.as_user_message()})
+            author = self.author_in_prompt(turn, persona)
+            messages.append({"role": "user", "content": turn.as_user_message(author)})
         return messages
+
+    def author_in_prompt(self, turn: Turn, persona: Persona) -> str | None:
+        """The author's name as the prompt may show it: a name that claims a role or
+        carries orders is replaced."""
+        if turn.author is None:
+            return None
+        allowed = self.moderator.prompt_author(turn.author, persona.name).allowed
+        return turn.author if allowed else SAFE_AUTHOR
 
     async def persona_for(self, name: str | None) -> Persona:
         """The persona file a turn asks for (PersonaError if it cannot be read), else the
@@ -192,7 +229,10 @@ class PolicyStage(Stage):
                 said = await self._reply(turn, persona, memory, progress)
             else:
                 said = progress.reply  # said in full before a crash; only memory is left
-            memory.remember(turn.turn_id, turn.as_user_message(), said)
+            author = self.author_in_prompt(turn, persona)
+            memory.remember(
+                turn.turn_id, turn.as_user_message(author), said, author=turn.author, said=turn.text
+            )
             await self.memories.save(turn.session_id, memory)
             self.replies.forget(turn.session_id, turn.turn_id)
             if self._fold_due(memory):
@@ -208,7 +248,13 @@ class PolicyStage(Stage):
         self.replies.forget(turn.session_id, turn.turn_id)
         return ""
 
-    def _stream(self, turn: Turn, persona: Persona, progress: ReplyProgress) -> ReplyStream:
+    def _stream(
+        self,
+        turn: Turn,
+        persona: Persona,
+        progress: ReplyProgress,
+        check: TakeoverCheck | None = None,
+    ) -> ReplyStream:
         """The turn's reply stream; each token goes out with its progress checkpointed."""
 
         async def publish(token: PolicyToken, snapshot: ReplyProgress) -> None:
@@ -216,25 +262,69 @@ class PolicyStage(Stage):
             await self.tokens.publish(token)
 
         return ReplyStream(
-            turn.session_id, turn.turn_id, persona, self.moderator, progress, publish
+            turn.session_id, turn.turn_id, persona, self.moderator, progress, publish, check
         )
 
     async def _reply(
         self, turn: Turn, persona: Persona, memory: Memory, progress: ReplyProgress
     ) -> str:
-        reply = self._stream(turn, persona, progress)
+        inputs = [*memory.recent_lines(RECENT_LINES), turn.text]
+        check = TakeoverCheck(persona.name, persona.system_prompt(), inputs)
+        reply = self._stream(turn, persona, progress, check)
         await reply.resume()
-        verdict = self.moderator.check_input(turn.text, persona.family_friendly)
+        verdict = self.moderator.check_input(
+            turn.text,
+            persona.family_friendly,
+            author=turn.author,
+            recent=memory.lines_of(turn.author, SPLIT_WINDOW),
+        )
         if not verdict.allowed:
-            log.warning("%s/%s: %s", turn.session_id, turn.turn_id, verdict.reason)
+            log.warning("%s/%s: refused: %s", turn.session_id, turn.turn_id, verdict.reason)
             if not progress.generated:
-                await reply.add(persona.safe_reply)
+                await self.judged(
+                    turn, "input", "text", "refused", verdict.reasons, verdict.excerpt
+                )
+                await reply.say(persona.safe_reply)
             return await reply.finish("blocked")
+        renamed = turn.author is not None and self.author_in_prompt(turn, persona) != turn.author
+        if renamed and turn.author is not None and not progress.generated:
+            named = self.moderator.prompt_author(turn.author, persona.name)
+            await self.judged(turn, "input", "author", "renamed", named.reasons, named.excerpt)
         if progress.generated:
             log.info("%s/%s: going on with a reply begun before a crash (%d tokens out)",
                      turn.session_id, turn.turn_id, progress.index)  # fmt: skip
-        status = await self._generate(reply, self.prompt(persona, memory, turn), turn)
-        return await reply.finish(status)
+        elif turn.read_aloud:
+            await reply.say(f"{self.author_in_prompt(turn, persona)} asks: {turn.text}")
+        try:
+            if progress.takeover is None:
+                status = await self._generate(reply, self.prompt(persona, memory, turn), turn)
+                return await reply.finish(status)
+        except TakeoverFound as found:
+            log.warning("%s/%s: reply replaced: %s", turn.session_id, turn.turn_id, found.reason)
+            await reply.replace(found.reason, persona.safe_reply)
+            await self.judged(turn, "output", "reply", "replaced", (found.reason,), found.clause)
+        return await reply.finish("blocked")
+
+    async def judged(
+        self,
+        turn: Turn,
+        direction: Literal["input", "output"],
+        subject: Literal["text", "author", "reply"],
+        action: ModerationAction,
+        reasons: Sequence[str],
+        excerpt: str,
+    ) -> None:
+        """Publish what moderation did, so the panel and a replay show why."""
+        await self.verdicts.publish(
+            ModerationVerdict(
+                session_id=turn.session_id, turn_id=turn.turn_id,
+                message_id=f"{turn.turn_id}.moderation-{direction}-{subject}:0", seq=0,
+                direction=direction, subject=subject, action=action,
+                reasons=[r[:MAX_REASON_CHARS] for r in reasons][:8] or ["refused"],
+                excerpt=excerpt[:MAX_REASON_CHARS], judged_message_id=turn.message_id,
+                judged_by=self.name,
+            )
+        )  # fmt: skip
 
     async def _generate(self, reply: ReplyStream, messages: Messages, turn: Turn) -> ReplyStatus:
         with tracer.start_as_current_span(

@@ -221,7 +221,7 @@ async def test_each_npc_remembers_its_own_conversation_with_the_player(
             memory = (await client.get(f"/api/sessions/{npc}:alice/memory")).json()
             said = [(m["role"], m["content"]) for m in memory["messages"]]
             assert said == [
-                ("user", f"alice says: {QUESTION}"),
+                ("user", f"alice (in chat): «{QUESTION}»"),
                 ("assistant", final_of(events)["text"]),
             ]
         live = (await client.get("/api/sessions/local/memory")).json()

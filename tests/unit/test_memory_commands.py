@@ -97,16 +97,16 @@ async def test_each_command_is_applied_once_although_every_replica_reads_it() ->
     # The other replica reads the same clear later: applied again, it would wipe the new
     # exchange and overwrite the backup with it.
     await second.send(clear)
-    assert said(await memory_of(first))[0] == "alice says: Something new."
+    assert said(await memory_of(first))[0] == "alice (in chat): «Something new.»"
     backup = await first.stage.backups.get("s1", "b1")
     assert backup is not None
-    assert said(backup.memory)[0] == "alice says: My cat is Pickles."
+    assert said(backup.memory)[0] == "alice (in chat): «My cat is Pickles.»"
 
     restore = memory_command(MemoryRestore(backup_id="b1"), 2)
     await second.send(restore)
     await second.send(chat("After the restore.", "t3"))
     await first.send(restore)  # read again by the first: the newer exchange stays
-    assert said(await memory_of(first))[-2] == "alice says: After the restore."
+    assert said(await memory_of(first))[-2] == "alice (in chat): «After the restore.»"
     assert len(await first.stage.backups.index("s1")) == 1
 
 
@@ -134,7 +134,7 @@ async def test_a_chat_naming_a_persona_is_answered_as_that_file(tmp_path: Path) 
     assert "You are Grum" in npc_prompt[0]["content"]
     assert "You are Mari" in live_prompt[0]["content"], "the live persona is unchanged"
     assert (await policy.stage.personas.current()).name == "Mari"
-    assert said(await memory_of(policy, "wizard:alice"))[0] == "alice says: Hello!"
+    assert said(await memory_of(policy, "wizard:alice"))[0] == "alice (in chat): «Hello!»"
 
 
 async def test_an_npc_persona_file_is_read_again_once_it_changes(tmp_path: Path) -> None:

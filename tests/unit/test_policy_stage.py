@@ -16,6 +16,7 @@ from contracts import (
     ChatMessage,
     Control,
     Interrupt,
+    ModerationVerdict,
     PersonaChange,
     PlaybackProgress,
     PolicyToken,
@@ -125,8 +126,10 @@ def control(command: Any, seq: int = 0, session: str = "panel", **fields: Any) -
 
 
 def tokens_of(published: list[Any], turn: str | None = None) -> list[PolicyToken]:
-    assert all(isinstance(t, PolicyToken) for t in published)
-    return [t for t in published if turn is None or t.turn_id == turn]
+    """The reply tokens published (moderation's verdicts, the other topic, left out)."""
+    assert all(isinstance(t, PolicyToken | ModerationVerdict) for t in published)
+    tokens = [t for t in published if isinstance(t, PolicyToken)]
+    return [t for t in tokens if turn is None or t.turn_id == turn]
 
 
 def final_of(published: list[Any], turn: str = "t1") -> PolicyToken:
@@ -176,7 +179,7 @@ async def test_the_viewer_is_quoted_and_speech_is_the_streamers_own_voice() -> N
     first, second = (messages for messages, _ in backend.replies_asked)
     assert first[0]["role"] == "system"
     assert "You are Mari" in first[0]["content"]
-    assert first[-1] == {"role": "user", "content": "alice says: what game is this?"}
+    assert first[-1] == {"role": "user", "content": "alice (in chat): «what game is this?»"}
     assert second[-1] == {"role": "user", "content": "How are you today?"}
 
 
@@ -324,9 +327,9 @@ async def test_a_turn_is_remembered_once_and_goes_into_the_next_prompt() -> None
     assert memory.messages[1].content == SAID
     last_prompt = backend.replies_asked[-1][0]
     assert last_prompt[-3:] == [
-        {"role": "user", "content": "bob says: my cat is Pickles"},
+        {"role": "user", "content": "bob (in chat): «my cat is Pickles»"},
         {"role": "assistant", "content": SAID},
-        {"role": "user", "content": "bob says: what is my cat called?"},
+        {"role": "user", "content": "bob (in chat): «what is my cat called?»"},
     ]
     assert {t.message_id for t in tokens_of(policy.published(), "t1")} == {
         f"t1:{n}" for n in range(len(tokens_of(policy.published(), "t1")) // 2)
@@ -354,8 +357,9 @@ async def test_an_interrupt_stops_the_reply_and_memory_keeps_what_was_heard() ->
     tokens = tokens_of(policy.published())
     final = tokens[-1]
     assert final.status == "interrupted"
-    # The half word the sanitizer held back ("fri") is not flushed: it was never said.
-    assert final.reply_text == "Hello there, my"
+    # What was held back (the clause " my fri", not complete) is not flushed: it was
+    # never said.
+    assert final.reply_text == "Hello there,"
     assert [t.index for t in tokens] == list(range(len(tokens)))
     assert len(backend.replies_asked) == 1, "no retry of an interrupted turn"
 
@@ -404,7 +408,7 @@ async def test_a_failure_after_tokens_went_out_ends_the_turn_without_a_retry() -
 # --- crashes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crash_at", range(1, 10))  # the 9th is the final token
+@pytest.mark.parametrize("crash_at", range(1, 5))  # a clause a token; the 4th is the final
 async def test_a_crash_mid_reply_goes_on_from_the_same_text(crash_at: int) -> None:
     backend = ScriptedBackend()
     policy = harness(backend)
@@ -426,7 +430,7 @@ async def test_a_crash_mid_reply_goes_on_from_the_same_text(crash_at: int) -> No
     )
     memory = await memory_of(policy)
     assert [(m.role, m.content) for m in memory.messages] == [
-        ("user", "viewer says: Hi Mari!"), ("assistant", SAID),
+        ("user", "viewer (in chat): «Hi Mari!»"), ("assistant", SAID),
     ]  # fmt: skip
 
 
@@ -469,7 +473,7 @@ async def test_older_messages_fold_into_a_summary_that_is_kept_and_prompted() ->
     await policy.send(chat("what colour is my bike?", turn="t3", author="bob"))
     summary_requests = [p for p in backend.prompts if p[0]["content"] == SUMMARY_PROMPT]
     assert len(summary_requests) == 1
-    assert "bob says: I am Bob" in summary_requests[0][1]["content"]
+    assert "bob (in chat): «I am Bob»" in summary_requests[0][1]["content"]
     last_turn = backend.prompts[-1]
     assert {"role": "system", "content": "Earlier in this stream: Bob has a red bike."} in last_turn
     # After summarizing, the next turn's prompt prefix was evaluated ahead (the model's
@@ -477,7 +481,7 @@ async def test_older_messages_fold_into_a_summary_that_is_kept_and_prompted() ->
     warmed = backend.prompts[backend.prompts.index(summary_requests[0]) + 1]
     assert warmed[-1]["role"] != "user"
     assert last_turn[: len(warmed)] == warmed
-    assert last_turn[-1]["content"] == "bob says: what colour is my bike?"
+    assert last_turn[-1]["content"] == "bob (in chat): «what colour is my bike?»"
     assert last_turn[-2] == {"role": "assistant", "content": "Okay!"}, "memory holds what was said"
 
 
@@ -550,7 +554,7 @@ async def test_ollama_backend_against_a_stand_in_of_its_http_api() -> None:
         request = chats[-1]
         assert request["messages"][0]["role"] == "system"
         assert "You are Mari" in request["messages"][0]["content"]
-        assert request["messages"][-1]["content"] == "viewer says: Hello!"
+        assert request["messages"][-1]["content"] == "viewer (in chat): «Hello!»"
         assert request["options"]["temperature"] == 0.0
         assert request["options"]["seed"] == 7
 

@@ -13,7 +13,7 @@ from contracts import ChatMessage, Control, Interrupt, ModuleToggle, Panic, Pers
 from contracts.chat import Platform
 from contracts.envelope import Identifier
 from contracts.limits import MAX_AUTHOR_CHARS, MAX_CHAT_CHARS
-from contracts.policy import ExpressionTag, PolicyToken
+from contracts.policy import ExpressionTag, scripted_reply
 from contracts.topics import PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK
 from contracts.turns import playback_ended
 from services.gateway.link import GLOBAL_SESSION, BusLink, new_id
@@ -25,7 +25,6 @@ Operator = Annotated[str, Depends(requires(Access.OPERATE))]
 Text = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_CHAT_CHARS, strip_whitespace=True)
 ]
-SAY_TOKEN_CHARS = 200  # policy.token caps a token's text; longer text goes out in pieces
 
 
 class _Body(BaseModel):
@@ -168,21 +167,7 @@ async def say(body: SayRequest, request: Request, who: Operator) -> TurnAnswer:
     link = link_of(request)
     link.chat_limit.check(who, "say")
     turn = new_id("say")
-    # As policy does: the expression travels beside the words, never inside them.
-    expressions = [body.expression] if body.expression else []
-    text = body.text
-    pieces = [text[i : i + SAY_TOKEN_CHARS] for i in range(0, len(text), SAY_TOKEN_CHARS)]
-    tokens = [
-        PolicyToken(session_id=body.session, turn_id=turn, seq=i, text=piece, index=i,
-                    expressions=expressions if i == 0 else [])
-        for i, piece in enumerate(pieces)
-    ]  # fmt: skip
-    tokens.append(
-        PolicyToken(
-            session_id=body.session, turn_id=turn, seq=len(pieces), text="", index=len(pieces),
-            final=True, reply_text=text, status="ok", expressions=expressions,
-        )
-    )  # fmt: skip
+    tokens = scripted_reply(body.session, turn, body.text, body.expression)
     published = [Published(**await link.publish(token)) for token in tokens]
     return TurnAnswer(turn_id=turn, published=published)
 

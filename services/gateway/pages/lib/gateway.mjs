@@ -102,3 +102,28 @@ export function follow({ topics, session, audio = false, onEvent, onState = () =
     if (socket) socket.close();
   };
 }
+
+/**
+ * Reads back the last `backMs` of topics, then follows them live (as follow(), and returns
+ * its stop function): how a card opened mid-show shows what happened before it. The
+ * read-back has a socket of its own, closed once nothing came for `quietMs`; until then a
+ * message may come both ways, so onEvent must keep messages by their message_id.
+ */
+export function readBackThenFollow({ topics, session, backMs, quietMs = 400, onEvent, onState }) {
+  const since = `${Date.now() - backMs}-0`;
+  const back = new WebSocket(socketUrl("/ws/events", { topics: topics.join(","), session, since }));
+  let quiet = 0;
+  back.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    clearTimeout(quiet);
+    quiet = setTimeout(() => back.close(), quietMs);
+    if (event.ready || event.error) return;
+    onEvent(event);
+  };
+  const stop = follow({ topics, session, onEvent, onState });
+  return () => {
+    clearTimeout(quiet);
+    back.close();
+    stop();
+  };
+}

@@ -1,4 +1,5 @@
-// Small DOM helpers the panel's cards share: build elements, and say how a call went.
+// Small helpers the panel's cards share: build elements, say how a call went, draw
+// bursts of events once, order messages.
 
 /** An element: h("li", {class: "x", "data-ok": true}, "text", child...). */
 export function h(tag, attributes = {}, ...children) {
@@ -37,4 +38,23 @@ export async function busy(button, action) {
   } finally {
     button.disabled = false;
   }
+}
+
+/** A function that asks for draw() at the next frame, once however often it is called:
+ * events come in bursts (a read-back, a busy chat), the card is drawn once a frame. */
+export function drawOncePerFrame(draw) {
+  let pending = false;
+  return () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      draw();
+    });
+  };
+}
+
+/** The newest `count` messages, newest first (by their created_at). */
+export function newestFirst(messages, count) {
+  return [...messages].sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at)).slice(0, count);
 }

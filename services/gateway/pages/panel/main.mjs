@@ -5,8 +5,10 @@ import { api, follow, option } from "../lib/gateway.mjs";
 import { alertFor, clearAlert } from "./alerts.mjs";
 import { setupDeadLetters } from "./dead_letters.mjs";
 import { LIVE_TOPICS, setupLive } from "./live.mjs";
+import { setupModeration } from "./moderation.mjs";
 import { setupPersona } from "./persona.mjs";
 import { setupPreview } from "./preview.mjs";
+import { setupQueue } from "./queue.mjs";
 import { setupSafety } from "./safety.mjs";
 import { setupStages } from "./stages.mjs";
 import { setupTurns } from "./turns.mjs";
@@ -46,6 +48,8 @@ const cards = [setupStages(), setupSafety(context), setupPersona(context), setup
   setupDeadLetters(context)];
 setupWords(context);
 setupPreview(context);
+setupQueue(context);
+setupModeration(context);
 
 async function poll() {
   try {
