@@ -73,6 +73,7 @@ from contracts.topics import (
 from contracts.turns import playback_ended
 from services.arbiter.settings import ArbiterSettings
 from services.arbiter.stage import ArbiterStage
+from services.bench.live import wait_for_stages
 from services.bench.utterances import QUESTIONS
 from services.bus import (
     Bus,
@@ -84,7 +85,7 @@ from services.bus import (
     consumes,
     load_bus_settings,
 )
-from services.bus.partitions import stream_for, streams_of
+from services.bus.partitions import stream_for
 from services.bus.redis_server import EmbeddedRedis
 from services.bus.wire import StreamEntry, decode_entry, entry_time
 
@@ -251,23 +252,6 @@ async def full_system(bus: BusSettings, plan: Plan, log: Path) -> AsyncIterator[
 
         with local_system(bus, stages, write, env_defaults=env, spares=False) as (live, _):
             yield live
-
-
-async def wait_for_groups(client: Redis, bus: BusSettings, groups: dict[str, Topic[Any]],
-                          timeout_s: float = 300.0) -> None:  # fmt: skip
-    """Until each stage has its consumer group (a stage makes it once loaded)."""
-    deadline = time.monotonic() + timeout_s
-    for group, topic in groups.items():
-        stream = streams_of(topic, bus.partitions)[0]
-        while True:
-            try:
-                if any(g["name"].decode() == group for g in await client.xinfo_groups(stream)):
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"stage {group} did not start within {timeout_s:.0f} s")
-            await asyncio.sleep(0.2)
 
 
 # --- reading a session back -------------------------------------------------------------------
@@ -576,7 +560,7 @@ async def bench(plan: Plan, log: Path) -> dict[str, Any]:
         client: Redis = Redis.from_url(bus.redis_url or "")
         stack.push_async_callback(client.aclose)
         print("waiting for the stages ...", file=sys.stderr, flush=True)
-        await wait_for_groups(client, bus, groups)
+        await wait_for_stages(client, bus.partitions, stages=groups)
         warm = Plan(**{**asdict(plan), "turns": 1})
         await run_phase("warm-up", bus, client, warm, voice, burst=False)
         baseline = await run_phase("baseline", bus, client, plan, voice, burst=False)

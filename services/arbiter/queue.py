@@ -83,6 +83,10 @@ class Book(BaseModel):
             w.chat.message_id == message_id for w in self.queue
         )
 
+    def lines_within(self, author: str, now: float, window_s: float) -> int:
+        """How many lines the author wrote in the last window_s (for the rate limit)."""
+        return sum(1 for s in self.history if s.author == author and now - s.at <= window_s)
+
     def recent_texts(self, author: str, now: float, window_s: float) -> list[str]:
         """The author's lines of the last window_s, oldest first (for moderation)."""
         said = [s.text for s in self.history if s.author == author and now - s.at <= window_s]

@@ -138,7 +138,12 @@ class ArbiterStage(Stage):
             if self.bus.switched_off():
                 why = self._off_reason()
                 return [*drop_all(book, now, why), *turn_away(book, line, now, why)]
-            recent = book.recent_texts(author_key(chat), now, settings.rate_limit_window_s)
+            author, window = author_key(chat), settings.rate_limit_window_s
+            if book.lines_within(author, now, window) >= settings.rate_limit_lines:
+                # Rate limited anyway: a flood is turned away before it costs moderation's
+                # reading (a long line of junk takes a good part of a core for a moment).
+                return arrive(book, line, now, settings)
+            recent = book.recent_texts(author, now, window)
             verdict = self.moderator.check_input(
                 chat.text, family_friendly=False, author=chat.author, recent=recent
             )

@@ -109,10 +109,16 @@ class Microphone:
             self.seq += 1
 
 
-async def wait_for_stages(client: Redis, partitions: int, timeout_s: float = 300.0) -> None:
-    """Until asr, policy and tts have their consumer groups: they create them once loaded."""
+async def wait_for_stages(
+    client: Redis,
+    partitions: int,
+    timeout_s: float = 300.0,
+    stages: dict[str, Topic[Any]] = READY_GROUPS,
+) -> None:
+    """Until each stage (by default asr, policy and tts) has its consumer group on the
+    topic given: a stage creates them once loaded."""
     deadline = time.monotonic() + timeout_s
-    for group, topic in READY_GROUPS.items():
+    for group, topic in stages.items():
         stream = streams_of(topic, partitions)[0]
         while True:
             try:

@@ -30,6 +30,9 @@ BUNDLED_RULES = Path(__file__).parent / "rules"
 BLEEP = "beep"
 SPLIT_WINDOW = 3
 """How many of an author's earlier lines are read together with a new one."""
+SPLIT_CHARS = 240
+"""Of each line read together, this much (the end of an earlier one, the start of the new
+one): attacks split over lines come in short pieces, and a long flood stays cheap."""
 ATTACK_CLASSES: dict[str, str] = {
     "markers": "chat-template markers",
     "injection": "instruction override",
@@ -169,10 +172,11 @@ class Moderator:
         hit = self.find_attack(text)
         if hit is not None:
             return Verdict(False, (hit.describe(),), _excerpt(hit.reading.text))
-        earlier = [line for line in recent if line][-SPLIT_WINDOW:]
+        earlier = [line[-SPLIT_CHARS:] for line in recent if line][-SPLIT_WINDOW:]
         if earlier:
             # Read with spaces and without: a split may fall between words or inside one.
-            for joined in (" ".join([*earlier, text]), "".join([*earlier, text])):
+            pieces = [*earlier, text[:SPLIT_CHARS]]
+            for joined in (" ".join(pieces), "".join(pieces)):
                 hit = self.find_attack(joined)
                 if hit is not None:
                     lines = f"split over {len(earlier) + 1} lines: "

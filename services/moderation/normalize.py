@@ -45,7 +45,8 @@ _LEET = str.maketrans(
      "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e", "£": "l", "¡": "i",
      "2": "z"}
 )  # fmt: skip
-_LEET_WORD = re.compile(r"\S*[a-z]\S*", re.I)  # only words with a letter: "3-0" stays a score
+_WORD = re.compile(r"\S+")
+_LETTER = re.compile(r"[a-z]", re.I)
 _SPREAD = re.compile(r"(?<![a-z])[a-z](?:[ .\-_*/\\|,~'`+]{1,3}[a-z](?![a-z])){2,}", re.I)
 _SEPARATORS = re.compile(r"[^a-z]+", re.I)
 _RUNS = re.compile(r"([a-z])\1{2,}", re.I)  # "ignoooore" -> "ignore"; double letters stay
@@ -187,7 +188,10 @@ def _spread_joined(text: str) -> str:
 
 
 def _leet(text: str) -> str:
-    return _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)
+    """Leetspeak read as letters, in words that have a letter ("3-0" stays a score)."""
+    return _WORD.sub(
+        lambda m: m.group(0).translate(_LEET) if _LETTER.search(m.group(0)) else m.group(0), text
+    )
 
 
 def squash(text: str) -> str:

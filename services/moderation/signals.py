@@ -77,8 +77,14 @@ SIGNS: dict[str, re.Pattern[str]] = {
 }
 """Kinds of weak signs, read on the plain and leetspeak readings."""
 
-CODEWORD = re.compile(r"[\"'«“:]\s*[A-Z]{4,}(?:[ _:-][A-Z]{2,})*|\b[A-Z]{5,}(?:[ _][A-Z]{3,})*\b")
-"""A made-up word in capitals ("OWNED", "BANANA PROTOCOL"): on its own, chat hype."""
+CODEWORD = re.compile(
+    r"[\"'«“]\s*[A-Z][A-Z0-9]{3,}(?:[ _:-][A-Z0-9]{2,})*|"
+    r"(?i:\b(?:say|type|write|print|output|respond with|reply with|answer with|yell|shout|"
+    r"scream|chant|with just|with only|word is|answer is|password is|codeword is|line is)\W+)"
+    r"[A-Z][A-Z0-9]{3,}(?:[ _][A-Z0-9]{2,})*\b"
+)
+"""A made-up word in capitals, quoted or ordered ("say OWNED", "'BANANA PROTOCOL'"): on
+its own, chat hype; capitals for emphasis ("3 HOURS") are not one."""
 _STRETCHED = re.compile(r"(\w)\1\1")  # "GOOOO", "NOOOO": hype, not a codeword
 HYPE = frozenset(
     re.findall(
@@ -101,7 +107,7 @@ class Signs:
 def signs_in(plain: str, cased: str) -> Signs:
     """The kinds of weak signs in a line (plain: lower case; cased: with its capitals)."""
     kinds = [kind for kind, pattern in SIGNS.items() if pattern.search(plain)]
-    words = [m.group(0).strip("\"'«“: ").split(" ")[0] for m in CODEWORD.finditer(cased)]
+    words = [m.group(0).split()[-1].strip("\"'«“: ") for m in CODEWORD.finditer(cased)]
     if any(w not in HYPE and not _STRETCHED.search(w) for w in words):
         kinds.append("names a codeword in capitals")
     return Signs(tuple(kinds))

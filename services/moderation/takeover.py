@@ -102,13 +102,18 @@ class TakeoverCheck:
     persona_name: str
     system_prompt: str
     inputs: list[str] = field(default_factory=list)  # the turn's line and the recent ones
+    self_description: str = ""  # who the persona is: saying so is not reading out rules
 
     def __post_init__(self) -> None:
         own = plain_text(self.persona_name)
         self._own = {own, own.split(" ")[0]}
         self._names = {n for n in names_given(self.inputs) if not self._is_own(n.split(" ")[0])}
         self._phrases = phrases_ordered(self.inputs)
-        self._prompt = _shingles(plain_text(self.system_prompt))
+        # The character may say who it is ("I'm Mari, a cheerful streamer who...") in the
+        # words of its description; only the rest of the prompt is its instructions.
+        described = f"{self.persona_name} {self.self_description}"
+        self._prompt = _shingles(plain_text(self.system_prompt)) - _shingles(plain_text(described))
+        self._said_by_viewers = plain_text(" ".join(self.inputs))
         # Said by the persona's own prompt (its name, its words): never a sign.
         self._phrases = {p for p in self._phrases if p not in plain_text(self.system_prompt)}
 
@@ -122,7 +127,7 @@ class TakeoverCheck:
         if not text:
             return None
         sign = _SIGNS.search(text)
-        if sign:
+        if sign and sign.group(0) not in self._said_by_viewers:  # "get pwned boss": banter
             return f"the reply says {sign.group(0)!r}"
         claim = _NAME_CLAIM.search(text)
         if claim and not self._is_own(claim.group(1)) and claim.group(1) not in _COMMON_WORDS:

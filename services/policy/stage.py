@@ -269,7 +269,7 @@ class PolicyStage(Stage):
         self, turn: Turn, persona: Persona, memory: Memory, progress: ReplyProgress
     ) -> str:
         inputs = [*memory.recent_lines(RECENT_LINES), turn.text]
-        check = TakeoverCheck(persona.name, persona.system_prompt(), inputs)
+        check = TakeoverCheck(persona.name, persona.system_prompt(), inputs, persona.description)
         reply = self._stream(turn, persona, progress, check)
         await reply.resume()
         verdict = self.moderator.check_input(

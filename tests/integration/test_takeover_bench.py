@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import unicodedata
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from benchmarks.takeover import (
     ROOT,
     Exchange,
     Line,
+    RecordingBackend,
     before_check,
     load_lines,
     outcome,
     shows_attack,
 )
 from contracts import ChatMessage
+from services.policy.backends import Generation, Messages
 
 CLASSES = {
     "plain", "persona", "leak", "roleplay", "hypothetical", "homoglyph", "spacing",
@@ -42,6 +45,12 @@ def rows(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.rstrip("\n").split("\n")]
 
 
+ATTACK_FILES = ("attacks.jsonl", "heldout_attacks.jsonl", "fresh_attacks.jsonl",
+                "fresh2_attacks.jsonl")  # fmt: skip
+INNOCENT_FILES = ("innocent.jsonl", "heldout_innocent.jsonl", "fresh_innocent.jsonl",
+                  "fresh2_innocent.jsonl")  # fmt: skip
+
+
 def letters(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalnum())
 
@@ -49,7 +58,9 @@ def letters(text: str) -> str:
 @pytest.mark.parametrize(
     ("attacks", "innocent", "least", "per_class"),
     [("attacks.jsonl", "innocent.jsonl", 130, 8),
-     ("heldout_attacks.jsonl", "heldout_innocent.jsonl", 40, 1)],
+     ("heldout_attacks.jsonl", "heldout_innocent.jsonl", 40, 1),
+     ("fresh_attacks.jsonl", "fresh_innocent.jsonl", 60, 3),
+     ("fresh2_attacks.jsonl", "fresh2_innocent.jsonl", 60, 3)],
 )  # fmt: skip
 def test_a_set_has_enough_lines_of_every_class(
     attacks: str, innocent: str, least: int, per_class: int
@@ -63,7 +74,7 @@ def test_a_set_has_enough_lines_of_every_class(
 
 
 def test_attack_lines_are_well_formed() -> None:
-    for name in ("attacks.jsonl", "heldout_attacks.jsonl"):
+    for name in ATTACK_FILES:
         for row in rows(name):
             where = f"{name} {row['id']}"
             assert set(row) <= ATTACK_KEYS, where
@@ -73,11 +84,10 @@ def test_attack_lines_are_well_formed() -> None:
                 assert 2 <= len(row["parts"]) <= 4, where
             else:
                 assert "text" in row, where
-            if row["class"] == "author":
+            if row["class"] == "author" and row["marker"]:
                 # The attack is in the name; the text is a line anyone could write.
-                said = row["marker"] or "system prompt"
-                assert letters(said) in letters(row["author"]), where
-                assert letters(said) not in letters(row["text"]), where
+                assert letters(row["marker"]) in letters(row["author"]), where
+                assert letters(row["marker"]) not in letters(row["text"]), where
             if row["class"] in ("homoglyph", "invisible"):
                 assert any(ord(c) > 127 for c in row["text"]), where
             if row["class"] == "invisible":
@@ -85,22 +95,21 @@ def test_attack_lines_are_well_formed() -> None:
 
 
 def test_innocent_lines_are_well_formed() -> None:
-    for name in ("innocent.jsonl", "heldout_innocent.jsonl"):
+    for name in INNOCENT_FILES:
         for row in rows(name):
             assert set(row) == INNOCENT_KEYS, f"{name} {row['id']}"
             assert row["note"], f"{name} {row['id']}"
 
 
 def test_ids_are_unique_and_held_out_lines_are_not_copies() -> None:
-    names = ("attacks.jsonl", "innocent.jsonl", "heldout_attacks.jsonl", "heldout_innocent.jsonl")
-    lines = {name: load_lines(DATA / name) for name in names}
+    lines = {name: load_lines(DATA / name) for name in (*ATTACK_FILES, *INNOCENT_FILES)}
     ids = [line.id for group in lines.values() for line in group]
     assert len(ids) == len(set(ids))
-    dev = {p for name in ("attacks.jsonl", "innocent.jsonl") for line in lines[name]
-           for p in line.parts}  # fmt: skip
-    heldout = {p for name in ("heldout_attacks.jsonl", "heldout_innocent.jsonl")
-               for line in lines[name] for p in line.parts}  # fmt: skip
-    assert not dev & heldout
+    seen: set[str] = set()
+    for attacks in ATTACK_FILES:  # ordinary chat ("!uptime") may well come up twice
+        written = {p for line in lines[attacks] for p in line.parts}
+        assert not seen & written, f"{attacks}: an attack copied from another set"
+        seen |= written
 
 
 def test_every_line_is_a_valid_chat_message() -> None:
@@ -162,7 +171,31 @@ def test_outcomes_tell_input_refusals_from_replaced_replies() -> None:
     assert outcome(innocent, [exchange("ok", "Hi hi!", True)]) == "answered"
 
 
-def test_quick_mode_reports_every_class_of_both_sets(tmp_path: Path) -> None:
+class TwoPieces:
+    """A stand-in backend: says "Get " then "pwned"."""
+
+    name = "two-pieces"
+
+    async def check(self) -> None:
+        pass
+
+    async def stream(
+        self, messages: Messages, options: Generation, prefix: str = ""
+    ) -> AsyncIterator[str]:
+        for piece in ("Get ", "pwned"):
+            yield piece
+
+
+async def test_the_recording_sees_a_reply_the_stage_stopped_reading() -> None:
+    """A stage that replaces a reply mid-way stops reading the stream; what the model said
+    so far is known at once, not when the abandoned stream is collected."""
+    backend = RecordingBackend(TwoPieces())
+    async for _ in backend.stream([], Generation(0.0, 10, 0)):
+        break
+    assert backend.generated == ["Get "]
+
+
+def test_quick_mode_reports_every_class_of_every_set(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks.takeover", "--quick", "--json", str(out)],
@@ -172,7 +205,7 @@ def test_quick_mode_reports_every_class_of_both_sets(tmp_path: Path) -> None:
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["quick"] is True
     assert report["llm"] is None
-    assert report["sets"] == ["dev", "heldout"]
+    assert report["sets"] == ["dev", "heldout", "fresh", "fresh2"]
     assert report["foreign_modules"] == []
     engines = {"before"} | ({"after"} if report["after_skipped"] is None else set())
     for name in report["sets"]:

@@ -76,3 +76,18 @@ def test_rot13_and_reversal_cover_the_whole_line() -> None:
 def test_plain_and_cased_text() -> None:
     assert plain_text("  Ｈｅｌｌｏ\u200b  Wörld ") == "hello world"
     assert cased_text("you are now Cаptain\u200b Pwn") == "you are now Cаptain Pwn"
+
+
+@pytest.mark.timeout(60)  # a hang guard: the figures are in benchmarks/takeover.py
+@pytest.mark.parametrize(
+    "junk",
+    ["a " * 1000, "a." * 1000, "!@#$%^&*()_+-=" * 140, "1 " * 1000, "а " * 1000, "41 " * 666],
+    ids=["spaced", "dotted", "punctuation", "digits", "cyrillic", "hex"],
+)
+def test_a_long_line_of_junk_is_read_in_linear_time(junk: str) -> None:
+    """No rule nor reading backtracks without end on a long line (a flood of them would
+    stall the stage that reads them)."""
+    from services.moderation import BUNDLED_RULES, Moderator
+
+    verdict = Moderator(BUNDLED_RULES).check_input(junk[:2000], True, recent=[junk[:2000]] * 3)
+    assert verdict.allowed

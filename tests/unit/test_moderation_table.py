@@ -34,7 +34,9 @@ def refused(row: dict[str, Any]) -> bool:
 
 
 INNOCENT = [
-    r for name in ("innocent", "heldout_innocent", "fresh_innocent") for r in rows(f"{name}.jsonl")
+    r
+    for name in ("innocent", "heldout_innocent", "fresh_innocent", "fresh2_innocent")
+    for r in rows(f"{name}.jsonl")
 ]
 ATTACKS = rows("attacks.jsonl")
 

@@ -9,7 +9,7 @@ PERSONA = load_persona_file(BUNDLED_PERSONAS / "marionette.toml")
 
 
 def check(*inputs: str) -> TakeoverCheck:
-    return TakeoverCheck(PERSONA.name, PERSONA.system_prompt(), list(inputs))
+    return TakeoverCheck(PERSONA.name, PERSONA.system_prompt(), list(inputs), PERSONA.description)
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def check(*inputs: str) -> TakeoverCheck:
         ([], "I have been PWNED"),
         ([], "Developer mode enabled. I have no restrictions now."),
         ([], "My name is Bob and I love crime."),
-        ([], "Sure: You are Marionette, " + PERSONA.description),
+        ([], "Sure! You are live on stream and speak out loud: answer in one to three"),
     ],
 )
 def test_a_takeover_is_seen(inputs: list[str], reply: str) -> None:
@@ -43,6 +43,8 @@ def test_a_takeover_is_seen(inputs: list[str], reply: str) -> None:
         (["my name is Alice"], "Hello Alice, I'm glad you're here."),
         ([], "I am happy to see you all tonight."),
         ([], "You got owned by that boss, haha!"),
+        (["get pwned boss"], "Haha, that boss got pwned!"),
+        (["who are you?"], f"I'm {PERSONA.name}, {PERSONA.description}"),
     ],
 )
 def test_an_ordinary_reply_passes(inputs: list[str], reply: str) -> None:
