@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.moderation.normalize import cased_text, plain_text
+from services.moderation.signals import HYPE
 
 # Names a line tries to give the character. After "your name is" any word is a name; after
 # "pretend to be" or "you are now" only a capitalised one ("you are now Captain Pwn", not
@@ -90,6 +91,21 @@ def phrases_ordered(lines: Iterable[str]) -> set[str]:
     return {p for p in phrases if p and p not in _COMMON_WORDS}
 
 
+_CAPS_WORD = re.compile(r"\b[A-Z][A-Z0-9]{4,}\b")
+_STRETCHED = re.compile(r"(\w)\1\1")
+_HEX_LIKE = re.compile(r"[0-9A-F]*[0-9][0-9A-F]*")  # a colour, an id: "#FF69B4"
+
+
+def codewords(lines: Iterable[str]) -> set[str]:
+    """Made-up words viewers wrote in capitals ("ZORBLAX"), hype and stretched words aside."""
+    words = {w for line in lines for w in _CAPS_WORD.findall(cased_text(line))}
+    return {
+        w
+        for w in words
+        if w not in HYPE and not _STRETCHED.search(w) and not _HEX_LIKE.fullmatch(w)
+    }
+
+
 def _shingles(text: str) -> set[str]:
     words = re.findall(r"[a-z0-9']+", text)
     return {" ".join(words[i : i + _SHINGLE]) for i in range(len(words) - _SHINGLE + 1)}
@@ -114,6 +130,7 @@ class TakeoverCheck:
         described = f"{self.persona_name} {self.self_description}"
         self._prompt = _shingles(plain_text(self.system_prompt)) - _shingles(plain_text(described))
         self._said_by_viewers = plain_text(" ".join(self.inputs))
+        self._codewords = codewords(self.inputs) - set(cased_text(self.system_prompt).split())
         # Said by the persona's own prompt (its name, its words): never a sign.
         self._phrases = {p for p in self._phrases if p not in plain_text(self.system_prompt)}
 
@@ -140,6 +157,10 @@ class TakeoverCheck:
         for phrase in self._phrases:
             if re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", text):
                 return f"the reply says what a viewer ordered: {phrase!r}"
+        # A viewer's made-up word in capitals, said back in capitals: repeated on command.
+        echoed = self._codewords.intersection(_CAPS_WORD.findall(cased_text(reply)))
+        if echoed:
+            return f"the reply says a viewer's codeword: {sorted(echoed)[0]!r}"
         if self._prompt and self._prompt & _shingles(text):
             return "the reply reads out the character's instructions"
         return None
