@@ -21,16 +21,18 @@ from tests.integration.workers import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-STAGES = {"asr", "policy", "tts", "avatar", "playback"}
-FIXED_SPANS = 18
+STAGES = {"asr", "policy", "tts", "avatar", "playback", "arbiter"}
+FIXED_SPANS = 22
 """Spans of a turn that do not grow with it: the utterance, two speech events and the
 final (a create and a publish span each), policy's handler and generation, tts.speak,
 avatar's idle frame and playback's `finished` (two each), `finished` handled by asr
-and policy (one each), and the two speech events handled by playback (one each)."""
-SPANS_PER_CHUNK = 11
+and policy (one each), the two speech events handled by playback (one each), and the
+arbiter following the floor: the speech events, the final and `finished` (one each)."""
+SPANS_PER_CHUNK = 12
 """Synthesis, publish (2), and in avatar and playback each: handler, publish (2); the
-`playing` progress handled by asr and policy (barge-in, memory): one each."""
-SPANS_PER_PARTIAL = 2
+`playing` progress handled by asr, policy and the arbiter (barge-in, memory, the floor):
+one each."""
+SPANS_PER_PARTIAL = 3
 
 
 def the_trace(spans: list[SpanRecord], turn: str) -> list[SpanRecord]:

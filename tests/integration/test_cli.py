@@ -131,7 +131,7 @@ def test_up_runs_on_embedded_defaults(tmp_path: Path) -> None:
 
 
 def test_up_demo_says_hello_in_chat_once_policy_is_ready(tmp_path: Path) -> None:
-    output = up(tmp_path, "--duration", "30", "--demo", "--skip", "capture")
+    output = up(tmp_path, "--duration", "40", "--demo", "--skip", "capture")
     demo_line = re.search(r"chat\.message +(\S+)/(cli-\w+) #0 cli:you: hi Marionette!", output)
     assert demo_line, "the monitor printed the demo chat line"
     assert output.index("stage policy running") < demo_line.start(), "sent once policy was up"

@@ -109,7 +109,7 @@ async def test_tokens_arrive_in_order_and_end_with_the_whole_reply(
     assert sum(t.final for t in tokens) == 1
     assert final.status == "ok"
     assert final.reply_text == "".join(t.text for t in tokens[:-1]).strip()
-    assert len(tokens) > 3, "the reply was streamed, not sent whole"
+    assert len(tokens) - 1 >= 2, "the reply was streamed a clause at a time, not sent whole"
     assert "[" not in final.reply_text, "tags are not spoken"
 
 

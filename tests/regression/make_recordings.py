@@ -4,7 +4,8 @@ Runs asr, policy and tts under `marionette up` on an embedded Redis with the rep
 settings of pipeline.py, and records, with `marionette record`:
 - voice.mrec: the bundled sample conversation (two questions) played in real time;
 - chat.mrec: two chat lines of one viewer.
-Make them again when the contracts' schema version changes or a model is replaced on purpose.
+Make them again when the contracts' schema version changes, or a model or the prompt is
+changed on purpose.
 """
 
 import asyncio
