@@ -10,6 +10,7 @@ merged into it (at most +5). The best is the highest score, the oldest among equ
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -105,6 +106,7 @@ class Outcome:
     queue_length: int
     refusal: tuple[str, ...] = ()  # moderation's reasons, when it refused the line
     excerpt: str = ""
+    refused: Literal["text", "author"] = "text"  # what moderation refused: the line or its author
 
 
 def author_key(chat: ChatIncoming) -> str:
@@ -178,6 +180,7 @@ def arrive(
     now: float,
     settings: ArbiterSettings,
     refusal: tuple[tuple[str, ...], str] | None = None,
+    refused: Literal["text", "author"] = "text",
 ) -> list[Outcome]:
     """A new line: dropped (moderation's `refusal` (reasons, excerpt), rate limit, spam),
     merged into the same line waiting, or queued (the lowest dropped if the queue is full).
@@ -199,7 +202,9 @@ def arrive(
 
     if refusal is not None:
         reasons, excerpt = refusal
-        return drop(f"moderation: {'; '.join(reasons)}", refusal=reasons, excerpt=excerpt)
+        return drop(
+            f"moderation: {'; '.join(reasons)}", refusal=reasons, excerpt=excerpt, refused=refused
+        )
     if len(earlier) >= settings.rate_limit_lines:
         return drop(f"rate limited: {chat.author} wrote {len(earlier) + 1} lines in "
                     f"{_seconds(window)} (at most {settings.rate_limit_lines})")  # fmt: skip

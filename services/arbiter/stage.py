@@ -150,7 +150,7 @@ class ArbiterStage(Stage):
             if verdict.allowed:
                 return arrive(book, line, now, settings)
             refusal = (verdict.reasons or ("refused",), verdict.excerpt)
-            return arrive(book, line, now, settings, refusal)
+            return arrive(book, line, now, settings, refusal, verdict.subject)
 
         await self._update(chat.session_id, change)
 
@@ -304,7 +304,7 @@ class ArbiterStage(Stage):
         if outcome.refusal:
             verdict = ModerationVerdict(
                 session_id=session, turn_id=turn, message_id=f"{turn}.moderation:0", seq=0,
-                direction="input", subject="text", action="refused",
+                direction="input", subject=outcome.refused, action="refused",
                 reasons=[r[:MAX_REASON_CHARS] for r in outcome.refusal[:8]],
                 excerpt=outcome.excerpt[:MAX_REASON_CHARS],
                 judged_message_id=line.chat.message_id, judged_by=self.name,

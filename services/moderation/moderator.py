@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from services.errors import StageStartError
 from services.moderation.normalize import SCRAMBLED, Reading, plain_text, readings
@@ -103,6 +104,7 @@ class Verdict:
     allowed: bool
     reasons: tuple[str, ...] = ()
     excerpt: str = ""  # the text as the rules read it
+    subject: Literal["text", "author"] = "text"  # what was refused: the line, or its author
 
     @property
     def reason(self) -> str:
@@ -168,7 +170,8 @@ class Moderator:
         if author:
             hit = self.find_attack(author)
             if hit is not None:
-                return Verdict(False, (hit.describe("author name: "),), _excerpt(author))
+                reason = hit.describe("author name: ")
+                return Verdict(False, (reason,), _excerpt(author), "author")
         hit = self.find_attack(text)
         if hit is not None:
             return Verdict(False, (hit.describe(),), _excerpt(hit.reading.text))
@@ -195,10 +198,11 @@ class Moderator:
         role ("System", the character's own name) or carries markers or orders."""
         plain = plain_text(author)
         if IMPOSTOR_NAMES.match(plain) or plain == plain_text(persona_name):
-            return Verdict(False, (f"author name claims a role: {author!r}",), _excerpt(author))
+            reason = f"author name claims a role: {author!r}"
+            return Verdict(False, (reason,), _excerpt(author), "author")
         hit = self.find_attack(author)
         if hit is not None:
-            return Verdict(False, (hit.describe("author name: "),), _excerpt(author))
+            return Verdict(False, (hit.describe("author name: "),), _excerpt(author), "author")
         return Verdict(True)
 
     # --- the way out ---------------------------------------------------------------------

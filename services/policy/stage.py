@@ -282,7 +282,7 @@ class PolicyStage(Stage):
             log.warning("%s/%s: refused: %s", turn.session_id, turn.turn_id, verdict.reason)
             if not progress.generated:
                 await self.judged(
-                    turn, "input", "text", "refused", verdict.reasons, verdict.excerpt
+                    turn, "input", verdict.subject, "refused", verdict.reasons, verdict.excerpt
                 )
                 await reply.say(persona.safe_reply)
             return await reply.finish("blocked")

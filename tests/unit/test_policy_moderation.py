@@ -60,6 +60,7 @@ async def test_an_author_name_that_carries_orders_refuses_the_line() -> None:
     assert backend.replies_asked == []
     (verdict,) = verdicts_of(out)
     assert verdict.reasons[0].startswith("author name: instruction override")
+    assert (verdict.subject, verdict.action) == ("author", "refused")
 
 
 async def test_a_reply_that_takes_the_name_a_viewer_gave_is_replaced_before_it_is_said() -> None:
