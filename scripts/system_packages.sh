@@ -1,26 +1,23 @@
-# Sourced by test.sh (and run.sh): the system packages the tests need: PortAudio (speakers
-# and microphones through sounddevice), Opus (the Discord stage's voice). Installed with apt
-# when missing and we are root.
-if ! ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0'; then
+# Sourced by test.sh: the system packages the tests need: Opus (the Discord stage's voice),
+# PortAudio (speakers and microphones through sounddevice), promtool, Chromium. Installed
+# with apt when missing and we are root.
+
+# apt_install PACKAGE WHY: install a Debian package with apt when we are root (updating the
+# lists once if the first try fails), else say what is missing and what it is for.
+apt_install() {
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "== installing libopus0 (apt)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopus0 >/dev/null 2>&1 \
+        echo "== installing $1 (apt)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null 2>&1 \
             || { apt-get update -q >/dev/null && \
-                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopus0 >/dev/null; }
+                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null; }
     else
-        echo "libopus0 is missing: install it (apt-get install libopus0) for Discord voice" >&2
+        echo "$1 is missing: install it (apt-get install $1) $2" >&2
     fi
-fi
-if ! ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2'; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "== installing libportaudio2 (apt)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libportaudio2 >/dev/null 2>&1 \
-            || { apt-get update -q >/dev/null && \
-                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q libportaudio2 >/dev/null; }
-    else
-        echo "libportaudio2 is missing: install it (apt-get install libportaudio2) for the audio device tests" >&2
-    fi
-fi
+}
+
+ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || apt_install libopus0 "for Discord voice"
+ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' \
+    || apt_install libportaudio2 "for the audio device tests"
 
 # promtool checks observability/prometheus.yml and the dashboard's queries. Only the tool is
 # wanted, not the Prometheus service: unpack Debian's package into a cache, put it on PATH.
@@ -41,13 +38,4 @@ fi
 
 # Chromium for the pages' browser tests (Playwright drives Debian's build: `playwright
 # install` would download its own, which this project does not rely on).
-if ! command -v chromium >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "== installing chromium (apt)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
-            || { apt-get update -q >/dev/null && \
-                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
-    else
-        echo "chromium is missing: install it (apt-get install chromium) for the browser tests" >&2
-    fi
-fi
+command -v chromium >/dev/null || apt_install chromium "for the browser tests"
