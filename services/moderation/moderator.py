@@ -17,6 +17,7 @@ An attack split over several lines is seen whole: the author's recent lines are 
 together with the new one.
 """
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ NAME_GIVING = [
 """A line that gives the character another name: read on the readings with capitals, so
 "you are now Captain Pwn" is one and "you are now my favourite" is not."""
 EXCERPT_CHARS = 160
+AUTHORS_REMEMBERED = 4096
+"""Authors' names whose reading is kept (a name is read through every rule once)."""
 
 
 class RulesError(StageStartError, ValueError):
@@ -134,6 +137,7 @@ class Moderator:
         self.blocked = _load(rules_dir / "blocked_input.txt")
         self.unsafe = _load(rules_dir / "unsafe_output.txt")
         self.family = _load(rules_dir / "family_friendly.txt")
+        self._author_attack = functools.lru_cache(maxsize=AUTHORS_REMEMBERED)(self._read_author)
 
     # --- the way in ----------------------------------------------------------------------
 
@@ -168,10 +172,9 @@ class Moderator:
         """A line (and its author's name): allowed, or refused with reasons. `recent`: the
         same author's earlier lines, oldest first, so an attack split over lines is seen."""
         if author:
-            hit = self.find_attack(author)
-            if hit is not None:
-                reason = hit.describe("author name: ")
-                return Verdict(False, (reason,), _excerpt(author), "author")
+            refused = self._author_attack(author)
+            if refused is not None:
+                return refused
         hit = self.find_attack(text)
         if hit is not None:
             return Verdict(False, (hit.describe(),), _excerpt(hit.reading.text))
@@ -200,10 +203,16 @@ class Moderator:
         if IMPOSTOR_NAMES.match(plain) or plain == plain_text(persona_name):
             reason = f"author name claims a role: {author!r}"
             return Verdict(False, (reason,), _excerpt(author), "author")
+        return self._author_attack(author) or Verdict(True)
+
+    def _read_author(self, author: str) -> Verdict | None:
+        """A refusal if the author's name carries an attack. Cached per moderator
+        (`_author_attack`): chat names repeat, and a turn asks about its author more than
+        once (the arbiter, policy's check, the prompt, memory)."""
         hit = self.find_attack(author)
-        if hit is not None:
-            return Verdict(False, (hit.describe("author name: "),), _excerpt(author), "author")
-        return Verdict(True)
+        if hit is None:
+            return None
+        return Verdict(False, (hit.describe("author name: "),), _excerpt(author), "author")
 
     # --- the way out ---------------------------------------------------------------------
 
