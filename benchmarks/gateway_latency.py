@@ -423,7 +423,8 @@ async def read_websockets(
 
     async def one(n: int) -> None:
         async with websockets.connect(f"{ws_url}/ws/events?topics=chat.message",
-                                      max_size=None, open_timeout=60) as ws:  # fmt: skip
+                                      max_size=None, open_timeout=60,
+                                      close_timeout=5) as ws:  # fmt: skip
             hello = json.loads(await ws.recv())
             if not hello.get("ready"):
                 raise RuntimeError(f"/ws/events refused: {hello}")
@@ -495,6 +496,7 @@ async def reader_main(opts: argparse.Namespace) -> None:
     else:
         got = await read_websockets(opts.redis, opts.ws, opts.clients, opts.total, stop)
     watching.cancel()
+    await asyncio.gather(watching, return_exceptions=True)
     await control.aclose()
     max_bytes = load_bus_settings(redis_url=opts.redis).max_message_bytes
     found = receipts(opts.role, got, opts.total, opts.partitions, max_bytes)
@@ -547,7 +549,10 @@ async def run_readers(
                     await client.set(STOP_KEY, 1)  # give up on the rest: they count as lost
                     break
                 await asyncio.sleep(0.05)
-            await asyncio.wait_for(child.wait(), 60)
+            try:
+                await asyncio.wait_for(child.wait(), 60)
+            except TimeoutError:
+                raise RuntimeError(f"the {role} readers did not exit:\n{tail(log)}") from None
             if child.returncode:
                 raise RuntimeError(f"the {role} readers exited with {child.returncode}:\n"
                                    f"{tail(log)}")  # fmt: skip

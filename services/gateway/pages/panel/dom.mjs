@@ -54,7 +54,18 @@ export function drawOncePerFrame(draw) {
   };
 }
 
-/** The newest `count` messages, newest first (by their created_at). */
+/** A created_at as microseconds: Date.parse stops at milliseconds, and a burst of messages
+ * shares one millisecond. */
+function micros(createdAt) {
+  const fraction = /\.(\d+)/.exec(createdAt)?.[1] ?? "";
+  return Date.parse(createdAt) * 1000 + (Number(fraction.padEnd(6, "0").slice(3, 6)) || 0);
+}
+
+/** The newest `count` messages, newest first (by their created_at; of two made in the same
+ * microsecond, the one that came later). */
 export function newestFirst(messages, count) {
-  return [...messages].sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at)).slice(0, count);
+  return [...messages]
+    .reverse()
+    .sort((a, b) => micros(b.created_at) - micros(a.created_at))
+    .slice(0, count);
 }

@@ -64,7 +64,8 @@ export function setupModeration({ session }) {
       if (message.session_id !== session) return;
       kept.set(message.message_id, message);
       if (kept.size > SHOWN) {
-        kept = new Map(newestFirst(kept.values(), SHOWN).map((v) => [v.message_id, v]));
+        // Rebuilt oldest first, so that the Map's order stays the order of arrival.
+        kept = new Map(newestFirst(kept.values(), SHOWN).reverse().map((v) => [v.message_id, v]));
       }
       changed();
     },
