@@ -1,4 +1,5 @@
-"""control: control panel, asr (barge-in), twitch commands -> every stage."""
+"""control: control panel, asr (barge-in), twitch commands -> every stage (OBS commands ->
+the obs stage)."""
 
 from typing import Annotated, Literal
 
@@ -79,8 +80,44 @@ class MemoryRestore(_Command):
     backup_id: Identifier
 
 
+class SceneSwitch(_Command):
+    """Show a scene in OBS (the obs stage switches the program scene to it)."""
+
+    kind: Literal["scene"] = "scene"
+    scene: Name
+
+
+class SourceToggle(_Command):
+    """Show or hide a source in OBS, or, with `filter`, switch one of its filters on or off."""
+
+    kind: Literal["source"] = "source"
+    source: Name
+    enabled: bool
+    filter: Name | None = Field(default=None, description="A filter of the source to switch.")
+    scene: Name | None = Field(
+        default=None, description="The scene the source is shown in; default: the one on air."
+    )
+
+
+class InputMute(_Command):
+    """Mute or unmute an audio input in OBS; default: the character's own audio source."""
+
+    kind: Literal["input_mute"] = "input_mute"
+    muted: bool
+    input: Name | None = Field(default=None, description="Default: the character's audio.")
+
+
 Command = Annotated[
-    Interrupt | Pause | PersonaChange | ModuleToggle | Panic | MemoryClear | MemoryRestore,
+    Interrupt
+    | Pause
+    | PersonaChange
+    | ModuleToggle
+    | Panic
+    | MemoryClear
+    | MemoryRestore
+    | SceneSwitch
+    | SourceToggle
+    | InputMute,
     Field(discriminator="kind"),
 ]
 

@@ -20,14 +20,18 @@ STAGES: dict[str, str] = {
     "arbiter": "services.arbiter.stage:ArbiterStage",
     "twitch": "services.twitch.stage:TwitchStage",
     "discord": "services.discord.stage:DiscordStage",
+    "obs": "services.obs.stage:ObsStage",
+    "vts": "services.vts.stage:VtsStage",
 }
 
 OPTIONAL_STAGES: dict[str, str] = {
     "twitch": "services.twitch.settings:TwitchSettings",
     "discord": "services.discord.settings:DiscordSettings",
+    "obs": "services.obs.settings:ObsSettings",
+    "vts": "services.vts.settings:VtsSettings",
 }
 """Integrations `up` starts only when configured: their settings class's `configured()`
-says so (a channel or a token set); `up --stage NAME` starts one regardless."""
+says so (a channel, a token or a URL set); `up --stage NAME` starts one regardless."""
 
 MODULES: tuple[str, ...] = tuple(name for name in STAGES if name != "gateway")
 """What a ModuleToggle can switch off: each stage by its name (the gateway stays on, or

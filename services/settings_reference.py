@@ -34,11 +34,13 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
     from services.capture.settings import CaptureSettings
     from services.discord.settings import DiscordSettings
     from services.gateway.settings import GatewaySettings
+    from services.obs.settings import ObsSettings
     from services.playback.settings import PlaybackSettings
     from services.policy.settings import PolicySettings
     from services.telemetry.settings import TelemetrySettings
     from services.tts.settings import TtsSettings
     from services.twitch.settings import TwitchSettings
+    from services.vts.settings import VtsSettings
 
     return [
         ("Bus: every stage", BusSettings),
@@ -52,6 +54,8 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
         ("arbiter", ArbiterSettings),
         ("twitch", TwitchSettings),
         ("discord", DiscordSettings),
+        ("obs", ObsSettings),
+        ("vts", VtsSettings),
         ("telemetry", TelemetrySettings),
     ]
 

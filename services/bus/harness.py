@@ -141,6 +141,9 @@ class MemoryBus:
     def switched_off(self) -> bool:
         return self.harness.switch.off
 
+    def status_changed(self) -> None:
+        self.harness.status_changes += 1
+
     def hold(self) -> None:
         self.in_hand("hold").held = True
 
@@ -188,6 +191,7 @@ class StageHarness(Generic[StageT]):
         self.stored = _Stored()
         self.interrupts = InterruptedTurns()
         self.restarts = 0
+        self.status_changes = 0  # times the stage said its status() changed
         self._crash_at: int | None = None
         self._publishes = 0
         self.bus = MemoryBus(self)

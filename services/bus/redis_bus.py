@@ -116,6 +116,7 @@ class RedisBus:
         self.interrupts = interrupts
         self._fence = fence
         self.switch = switch
+        self.on_status_changed: Callable[[], None] | None = None  # the heartbeat's, if any
         self.store: KeyValue = cast(KeyValue, client)
         self.running = False
         self._publishers: dict[str, RedisPublisher] = {}
@@ -153,6 +154,10 @@ class RedisBus:
 
     def switched_off(self) -> bool:
         return self.switch is not None and self.switch.off
+
+    def status_changed(self) -> None:
+        if self.on_status_changed is not None:
+            self.on_status_changed()
 
     def hold(self) -> None:
         _delivery("hold").held = True

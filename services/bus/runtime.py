@@ -226,6 +226,8 @@ class StageRuntime(Generic[StageT]):
         self._work = asyncio.create_task(self._background(stage), name="background")
         self._tasks.append(self._work)
         if self.heartbeat is not None:
+            self.heartbeat.detail = stage.status
+            self.bus.on_status_changed = self.heartbeat.beat_now
             self._tasks.append(asyncio.create_task(self.heartbeat.run(), name="heartbeat"))
         metrics.watch(self)
         waits = [event.wait() for event in caught_up]

@@ -138,6 +138,9 @@ class Bus(Protocol):
     async def checkpoint(self) -> None:
         """Store the changed state now (playback's position inside a long chunk)."""
 
+    def status_changed(self) -> None:
+        """The stage's status() changed: /api/status shows it at once, not at the next beat."""
+
 
 @dataclass(frozen=True)
 class Consumer:
@@ -224,6 +227,11 @@ class Stage:
 
     async def background(self) -> None:
         """Work of its own while the stage runs (the avatar's blinks); returns when done."""
+
+    def status(self) -> dict[str, Any] | None:
+        """What /api/status shows of this replica beyond its heartbeat (JSON-able): an
+        integration's connection, say. Read at every beat; keep it cheap."""
+        return None
 
     def wanted(self, message: Envelope) -> bool:
         """Not part of an interrupted turn."""

@@ -2,7 +2,7 @@
 
 The commands live beside what they drive: stages.py (run, up), inputs.py (capture, chat,
 devices), inspect.py (models, trace, dlq, asyncapi, docs), and the tools' own packages
-(bench, replay, chaos).
+(bench, replay, chaos, vts).
 """
 
 import typer
@@ -12,6 +12,7 @@ from services.chaos.command import chaos
 from services.cli import deploy, inputs, inspect, stages
 from services.cli import mic as mic_command
 from services.replay.command import record, replay
+from services.vts.command import vts_app
 
 app = typer.Typer(help="Marionette: a live AI character on Redis Streams.", no_args_is_help=True)
 app.command()(stages.up)
@@ -23,6 +24,7 @@ app.command()(mic_command.mic)
 app.command()(inspect.models)
 app.command("trace")(inspect.trace_command)
 app.add_typer(inspect.dlq_app, name="dlq")
+app.add_typer(vts_app, name="vts")
 app.command()(inspect.asyncapi)
 app.command()(inspect.docs)
 app.command("redis-acl")(deploy.redis_acl)

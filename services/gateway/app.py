@@ -25,6 +25,7 @@ from services.gateway.routes import (
     memory,
     pages,
     status,
+    stream_tools,
 )
 from services.gateway.security import BodyLimit
 from services.gateway.settings import GatewaySettings
@@ -68,7 +69,8 @@ def _routes(settings: GatewaySettings) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.settings = settings
-    for module in (status, control, memory, dead_letters, events, audio, dialogue, pages):
+    for module in (status, control, stream_tools, memory, dead_letters, events, audio, dialogue,
+                   pages):  # fmt: skip
         app.include_router(module.router)
     app.mount("/static", pages.static, name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]

@@ -154,6 +154,9 @@ class SpeakerBus:
     def switched_off(self) -> bool:
         return self._switched_off()
 
+    def status_changed(self) -> None:
+        pass  # a socket's speaker has no heartbeat of its own
+
     def hold(self) -> None:
         return None  # nothing to acknowledge: the speaker reads without a consumer group
 

@@ -50,6 +50,7 @@ async def _stages(link: BusLink) -> dict[str, dict[str, Any]]:
             "replica": seen.replica, "host": seen.host, "pid": seen.pid,
             "alive": seen.alive(now), "last_heartbeat_s": round(now - seen.beat_at, 1),
             "started_at": seen.started_at, "restarts": max(0, seen.starts - 1),
+            **({"detail": seen.detail} if seen.detail is not None else {}),
         })  # fmt: skip
     for stream, groups in (await _groups(link.client, link.bus_settings.partitions)).items():
         topic = topic_of_stream(stream)

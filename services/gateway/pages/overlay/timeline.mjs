@@ -130,8 +130,11 @@ export class Timeline {
       // Already past it (an interrupt's idle has offset 0): the words stop where they are.
       const { clock } = this.clockOf(turn, now);
       if (turn.stoppedAt === undefined && clock >= turn.idleAt) this.stop(turn, clock, now);
-      // With nothing playing (say, the page opened mid-reply) its expression shows at once.
-      if (!this.active || this.active.state !== "playing") this.immediate = track;
+      // With nothing playing (say, the page opened mid-reply) its expression shows at once;
+      // not for a turn still waiting to play: its own speaking tracks come first.
+      if (turn.state !== "waiting" && (!this.active || this.active.state !== "playing")) {
+        this.immediate = track;
+      }
     }
     return expr.state;
   }

@@ -11,6 +11,7 @@ import { setupPreview } from "./preview.mjs";
 import { setupQueue } from "./queue.mjs";
 import { setupSafety } from "./safety.mjs";
 import { setupStages } from "./stages.mjs";
+import { setupStreamTools } from "./stream_tools.mjs";
 import { setupTurns } from "./turns.mjs";
 import { setupVoice } from "./voice.mjs";
 import { setupWords } from "./words.mjs";
@@ -45,7 +46,7 @@ const context = { session, refresh };
 const live = setupLive(context);
 const voice = setupVoice(context);
 const cards = [setupStages(), setupSafety(context), setupPersona(context), setupTurns(context),
-  setupDeadLetters(context)];
+  setupDeadLetters(context), setupStreamTools(context)];
 setupWords(context);
 setupPreview(context);
 setupQueue(context);

@@ -7,6 +7,15 @@ function plural(count, word) {
   return `${count} ${word}${count === 1 ? "" : "s"}`;
 }
 
+// What a stage that talks to an outside program calls it (its replicas' `detail`).
+const OUTSIDE = { obs: "OBS", vts: "VTube Studio" };
+
+/** "OBS: connected" from the alive replicas' detail.connection (distinct words), or null. */
+function connections(name, replicas) {
+  const words = new Set(replicas.filter((r) => r.alive && r.detail?.connection).map((r) => r.detail.connection));
+  return words.size ? `${OUTSIDE[name] || name}: ${[...words].join(", ")}` : null;
+}
+
 function stageItem(name, stage) {
   const replicas = stage.replicas || [];
   const alive = replicas.filter((r) => r.alive).length;
@@ -27,6 +36,7 @@ function stageItem(name, stage) {
     replicas.length ? `${alive}/${plural(replicas.length, "replica")} alive` : "no replica seen",
     freshest === null ? null : `heartbeat ${freshest.toFixed(1)} s ago`,
     plural(restarts, "restart"),
+    connections(name, replicas),
   ].filter(Boolean);
   return h(
     "li",
