@@ -23,8 +23,7 @@ from contracts.control import InputMute, SceneSwitch, SourceToggle
 from contracts.topics import CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK
 from services.avatar.timeline import Timeline
 from services.bus import Bus, Stage, consumes
-from services.bus.recovery import Backoff
-from services.errors import ConfigError, StageStartError
+from services.kept_link import KeptLink, check_websocket_url
 from services.obs.link import (
     ObsError,
     ObsHello,
@@ -49,8 +48,11 @@ class ObsStage(Stage):
                                     request_timeout_s=settings.request_timeout_s)  # fmt: skip
         self.timeline = Timeline()
         self.hello: ObsHello | None = None
-        self.connection = "connecting"  # connected | connecting | unreachable | password refused
-        self.problem = ""
+        self.kept = KeptLink("OBS", open_link=self._open, is_open=lambda: self.link.connected,
+                             wait_closed=self.link.wait_closed, failed=ObsError,
+                             refused=ObsPasswordError, refused_state="password refused",
+                             max_wait_s=settings.reconnect_max_s,
+                             on_change=bus.status_changed)  # fmt: skip
         self.panicked = False
         self.scene_before: str | None = None  # before talking or panic, to go back to
         self.shown_talking = False
@@ -58,23 +60,14 @@ class ObsStage(Stage):
         self.scene = ""  # the program scene, as OBS last said
         self.scene_names: list[str] = []
         self.muted: bool | None = None  # the character's audio source, as OBS last said
-        self.connected = asyncio.Event()
 
     @classmethod
     async def build(cls, bus: Bus) -> "ObsStage":
         settings = load_settings(ObsSettings)
-        if not settings.url.startswith(("ws://", "wss://")):
-            raise ConfigError(
-                f"{URL_VARIABLE}={settings.url!r}: give OBS's WebSocket server as "
-                "ws://HOST:PORT (OBS: Tools > WebSocket Server Settings; 4455 by default)"
-            )
+        where = "OBS's WebSocket server as ws://HOST:PORT (OBS: Tools > WebSocket Server "
+        check_websocket_url(settings.url, URL_VARIABLE, where + "Settings; 4455 by default)")
         stage = cls(settings, bus)
-        try:
-            await stage.connect()
-        except ObsPasswordError as exc:
-            raise StageStartError(str(exc)) from None
-        except ObsUnavailable as exc:
-            log.warning("OBS is not there yet (%s); trying again in the background", exc)
+        await stage.kept.start()
         return stage
 
     # --- the bus ------------------------------------------------------------------------------
@@ -114,30 +107,26 @@ class ObsStage(Stage):
     # --- OBS ------------------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """One attempt; ObsPasswordError / ObsUnavailable say why it failed."""
-        try:
-            self.hello = await self.link.connect(self.settings.connect_timeout_s)
-            self.scene_names = await self.link.scenes()
-            self.scene = await self.link.current_scene()
-            if self.settings.audio_source:
-                with contextlib.suppress(ObsRequestFailed):  # no such input: said when muting
-                    asked = {"inputName": self.settings.audio_source}
-                    answer = await self.link.call("GetInputMute", asked)
-                    self.muted = bool(answer.get("inputMuted"))
-        except ObsPasswordError as exc:
-            self._set_connection("password refused", str(exc))
-            raise
-        except ObsError as exc:
-            self._set_connection("unreachable", str(exc))
-            raise ObsUnavailable(str(exc)) from exc
-        self._set_connection("connected", "")
+        """One attempt; ObsPasswordError or another ObsError says why it failed."""
+        await self.kept.attempt()
+
+    async def _open(self) -> None:
+        """Connect, and read what OBS shows now."""
+        self.hello = await self.link.connect(self.settings.connect_timeout_s)
+        self.scene_names = await self.link.scenes()
+        self.scene = await self.link.current_scene()
+        if self.settings.audio_source:
+            with contextlib.suppress(ObsRequestFailed):  # no such input: said when muting
+                asked = {"inputName": self.settings.audio_source}
+                answer = await self.link.call("GetInputMute", asked)
+                self.muted = bool(answer.get("inputMuted"))
         log.info("OBS %s (obs-websocket %s) at %s; on air: %r", self.hello.obs_version,
                  self.hello.websocket_version, self.settings.url, self.scene)  # fmt: skip
-        self.connected.set()
 
     async def background(self) -> None:
         try:
-            await asyncio.gather(self._stay_connected(), self._follow_the_reply())
+            shown_again = lambda: self._quietly(self._show_again())  # noqa: E731
+            await asyncio.gather(self.kept.keep(shown_again), self._follow_the_reply())
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.link.close(), 5)
@@ -156,26 +145,6 @@ class ObsStage(Stage):
             with contextlib.suppress(ObsError):
                 self.scene_names = await self.link.scenes()
                 self.bus.status_changed()
-
-    async def _stay_connected(self) -> None:
-        backoff = Backoff(1.0, self.settings.reconnect_max_s)
-        while True:
-            if self.link.connected:
-                await self.link.wait_closed()
-                self.connected.clear()
-                self._set_connection("connecting", "OBS closed the connection")
-                log.warning("OBS went away; reconnecting")
-                backoff.reset()
-            try:
-                await self.connect()
-            except ObsPasswordError as exc:
-                log.error("%s", exc)  # OBS's password changed: keep trying, slowly
-                await asyncio.sleep(self.settings.reconnect_max_s)
-                continue
-            except ObsUnavailable:
-                await backoff.wait()
-                continue
-            await self._quietly(self._show_again())
 
     async def _show_again(self) -> None:
         """After a (re)connection: what OBS should show now, whatever it showed before."""
@@ -274,21 +243,13 @@ class ObsStage(Stage):
         try:
             await action
         except ObsUnavailable:
-            pass  # the connection dropped: _stay_connected takes it from here
+            pass  # the connection dropped: kept.keep() takes it from here
         except ObsError as exc:
             log.warning("OBS refused: %s", exc)
 
-    def _set_connection(self, state: str, problem: str) -> None:
-        if (state, problem) != (self.connection, self.problem):
-            self.connection, self.problem = state, problem
-            self.bus.status_changed()
-
     def status(self) -> dict[str, Any]:
-        said: dict[str, Any] = {"connection": self.connection, "url": self.settings.url,
-                                "panic": self.panicked}  # fmt: skip
-        if self.problem:
-            said["problem"] = self.problem
-        if self.hello is not None and self.connection == "connected":
+        said = self.kept.status() | {"url": self.settings.url, "panic": self.panicked}
+        if self.hello is not None and self.kept.state == "connected":
             said |= {"obs_version": self.hello.obs_version, "scene": self.scene,
                      "scenes": self.scene_names[:50]}  # fmt: skip
             if self.muted is not None:

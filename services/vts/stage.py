@@ -22,8 +22,7 @@ from contracts.limits import AVATAR_FPS
 from contracts.topics import AVATAR_EXPR, CONTROL, PLAYBACK_PROGRESS
 from services.avatar.timeline import Timeline
 from services.bus import Bus, Stage, consumes
-from services.bus.recovery import Backoff
-from services.errors import ConfigError, StageStartError
+from services.kept_link import KeptLink, check_websocket_url
 from services.settings import load_settings
 from services.vts.api import Hotkey, VtsAccessDenied, VtsError, VtsLink, VtsUnavailable
 from services.vts.mapping import VtsMapping, find_hotkey, load_mapping
@@ -52,14 +51,17 @@ class VtsStage(Stage):
                                     request_timeout_s=settings.request_timeout_s,
                                     token_wait_s=settings.token_wait_s)  # fmt: skip
         self.timeline = Timeline()
-        self.connection = "connecting"  # connected | connecting | unreachable | denied
-        self.problem = ""
+        self.kept = KeptLink("VTube Studio", open_link=self._open,
+                             is_open=lambda: self.link.connected,
+                             wait_closed=self.link.wait_closed, failed=VtsError,
+                             refused=VtsAccessDenied, refused_state="denied",
+                             max_wait_s=settings.reconnect_max_s,
+                             on_change=bus.status_changed)  # fmt: skip
         self.model = ""
         self.hotkeys: list[Hotkey] = []
         self.expression = "neutral"
         self.toggled: set[str] = set()  # ToggleExpression hotkeys we switched on
         self.open_until = 0.0  # keep sending until then (the mouth shut: zeros, then rest)
-        self.injected = 0
         self.sent: tuple[float | None, float, float] = (None, 0.0, 0.0)  # due, value, when
         # One frame at a time: a pause's zero is never overtaken by a frame worked out
         # before the pause came.
@@ -69,18 +71,10 @@ class VtsStage(Stage):
     @classmethod
     async def build(cls, bus: Bus) -> "VtsStage":
         settings = load_settings(VtsSettings)
-        if not settings.url.startswith(("ws://", "wss://")):
-            raise ConfigError(
-                f"{URL_VARIABLE}={settings.url!r}: give VTube Studio's API as ws://HOST:PORT "
-                "(VTube Studio: Settings > Start API; 8001 by default)"
-            )
+        check_websocket_url(settings.url, URL_VARIABLE, "VTube Studio's API as ws://HOST:PORT "
+                            "(VTube Studio: Settings > Start API; 8001 by default)")  # fmt: skip
         stage = cls(settings, bus, load_mapping(settings.mapping_file))
-        try:
-            await stage.connect()
-        except VtsAccessDenied as exc:
-            raise StageStartError(str(exc)) from None
-        except VtsUnavailable as exc:
-            log.warning("VTube Studio is not there yet (%s); trying again in the background", exc)
+        await stage.kept.start()
         return stage
 
     # --- the bus ------------------------------------------------------------------------------
@@ -116,44 +110,25 @@ class VtsStage(Stage):
     # --- VTube Studio -------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        try:
-            self.model = await self.link.connect()
-            self.hotkeys = await self.link.hotkeys()
-        except VtsAccessDenied as exc:
-            self._set_connection("denied", str(exc))
-            raise
-        except VtsError as exc:
-            self._set_connection("unreachable", str(exc))
-            raise VtsUnavailable(str(exc)) from exc
+        """One attempt; VtsAccessDenied or another VtsError says why it failed."""
+        await self.kept.attempt()
+
+    async def _open(self) -> None:
+        """Connect (authenticated), and read the model's hotkeys."""
+        self.model = await self.link.connect()
+        self.hotkeys = await self.link.hotkeys()
         self.toggled.clear()
         for tag, action in self.mapping.expressions.items():
             if action.hotkey is not None and find_hotkey(self.hotkeys, action.hotkey) is None:
                 log.warning("mapping: %s's hotkey %r is not a hotkey of model %r", tag,
                             action.hotkey, self.model)  # fmt: skip
-        self._set_connection("connected", "")
 
     async def background(self) -> None:
         try:
-            await asyncio.gather(self._stay_connected(), self._move())
+            await asyncio.gather(self.kept.keep(), self._move())
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.link.close(), 5)
-
-    async def _stay_connected(self) -> None:
-        backoff = Backoff(1.0, self.settings.reconnect_max_s)
-        while True:
-            if self.link.connected:
-                await self.link.wait_closed()
-                self._set_connection("connecting", "VTube Studio closed the connection")
-                log.warning("VTube Studio went away; reconnecting")
-                backoff.reset()
-            try:
-                await self.connect()
-            except VtsAccessDenied as exc:
-                log.error("%s", exc)  # the user denied it: ask again, slowly
-                await asyncio.sleep(self.settings.reconnect_max_s)
-            except VtsUnavailable:
-                await backoff.wait()
 
     async def _move(self) -> None:
         """The mouth, frame by frame, woken when the next frame is due."""
@@ -190,7 +165,6 @@ class VtsStage(Stage):
             values[self.settings.mouth_form_parameter] = self.mapping.mouth_form(self.expression)
         try:
             await self.link.inject(values)
-            self.injected += 1
         except VtsUnavailable:
             pass  # _stay_connected reconnects
         except VtsError as exc:
@@ -227,16 +201,9 @@ class VtsStage(Stage):
             await self.link.trigger_hotkey(hotkey.hotkey_id)
         return hotkey
 
-    def _set_connection(self, state: str, problem: str) -> None:
-        if (state, problem) != (self.connection, self.problem):
-            self.connection, self.problem = state, problem
-            self.bus.status_changed()
-
     def status(self) -> dict[str, Any]:
-        said: dict[str, Any] = {"connection": self.connection, "url": self.settings.url}
-        if self.problem:
-            said["problem"] = self.problem
-        if self.connection == "connected":
+        said = self.kept.status() | {"url": self.settings.url}
+        if self.kept.state == "connected":
             said |= {"model": self.model, "hotkeys": len(self.hotkeys),
                      "expression": self.expression}  # fmt: skip
         return said

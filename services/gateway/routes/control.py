@@ -27,7 +27,9 @@ Text = Annotated[
 ]
 
 
-class _Body(BaseModel):
+class RequestBody(BaseModel):
+    """A request body: an unknown field is an error that names it, never ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -39,7 +41,7 @@ class Published(BaseModel):
     message: dict[str, Any]
 
 
-class PersonaRequest(_Body):
+class PersonaRequest(RequestBody):
     persona: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = Field(
         default=None, description="A persona file to switch to (its name, without .toml)."
     )
@@ -54,17 +56,17 @@ class PersonaAnswer(BaseModel):
     persona: dict[str, Any] = Field(description="The persona as it will be once applied.")
 
 
-class ModuleRequest(_Body):
+class ModuleRequest(RequestBody):
     enabled: bool
 
 
-class SayRequest(_Body):
+class SayRequest(RequestBody):
     text: Text = Field(description="Spoken as the character's words, without the LLM.")
     session: Identifier = "local"
     expression: ExpressionTag | None = Field(default=None, description="e.g. happy")
 
 
-class ChatRequest(_Body):
+class ChatRequest(RequestBody):
     text: Text
     author: Annotated[str, StringConstraints(min_length=1, max_length=MAX_AUTHOR_CHARS)] = (
         "operator"
@@ -78,14 +80,14 @@ class TurnAnswer(BaseModel):
     published: list[Published]
 
 
-class InterruptRequest(_Body):
+class InterruptRequest(RequestBody):
     session: Identifier = "local"
     turn_id: Identifier | None = Field(
         default=None, description="The turn to stop; default: the session's current reply."
     )
 
 
-class PanicRequest(_Body):
+class PanicRequest(RequestBody):
     engaged: bool = Field(default=True, description="False lifts the panic.")
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field, StringConstraints
 
 from contracts.control import InputMute, SceneSwitch, SourceToggle
-from services.gateway.routes.control import Published, _Body, control, link_of
+from services.gateway.routes.control import Published, RequestBody, control, link_of
 from services.gateway.security import Access, requires
 
 router = APIRouter(prefix="/api/obs", tags=["obs"])
@@ -15,18 +15,18 @@ Operator = Annotated[str, Depends(requires(Access.OPERATE))]
 ObsName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
-class SceneRequest(_Body):
+class SceneRequest(RequestBody):
     scene: ObsName = Field(description="The scene to put on air, as OBS names it.")
 
 
-class SourceRequest(_Body):
+class SourceRequest(RequestBody):
     source: ObsName
     enabled: bool = Field(description="Shown (or, with `filter`, the filter on) or not.")
     filter: ObsName | None = Field(default=None, description="A filter of the source.")
     scene: ObsName | None = Field(default=None, description="Default: the scene on air.")
 
 
-class MuteRequest(_Body):
+class MuteRequest(RequestBody):
     muted: bool
     input: ObsName | None = Field(
         default=None, description="Default: the character's audio (MARIONETTE_OBS_AUDIO_SOURCE)."
