@@ -87,6 +87,10 @@ class ObsStage(Stage):
         command = message.command
         if isinstance(command, Panic):
             self.panicked = command.engaged
+            if command.engaged and self.timeline.active is not None:
+                # Switched off by the panic, this stage never sees playback's "flushed":
+                # the reply is over here and now, or it would look still playing after.
+                self.timeline.stop(self.timeline.active.id, time.monotonic())
             await self._quietly(self._panic() if command.engaged else self._lift_panic())
         elif isinstance(command, Interrupt):
             self.timeline.stop(command.target_turn_id, time.monotonic())

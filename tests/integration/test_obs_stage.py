@@ -4,6 +4,7 @@ captions follow the words as they are heard, then the scene goes back; panic mut
 BRB and stops the reply; an OBS that restarts is found again; a wrong password names the
 setting."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -137,6 +138,8 @@ async def test_panic_mutes_shows_brb_and_stops_the_reply_then_lifts(
             return not obs.input_state["Character Audio"].muted and obs.program_scene == "Main"
 
         await wait_until(lifted, timeout_s=10, what="unmuted, and back to the scene before")
+        await asyncio.sleep(1.0)  # the cut reply is over: it does not bring Talking back
+        assert obs.program_scene == "Main"
 
 
 async def _on(obs: ObsStandIn, scene: str) -> bool:
