@@ -56,7 +56,9 @@ export function socketUrl(path, query = {}) {
  * Returns a function that stops it.
  */
 export function follow({ topics, session, audio = false, onEvent, onState = () => {} }) {
-  let since = "";
+  // From the moment it is asked, not from when the socket opens: what is published
+  // meanwhile (a page's first click, on a busy machine) is not missed.
+  let since = `${Date.now()}-0`;
   let socket = null;
   let stopped = false;
   let delay = 1000;
