@@ -30,11 +30,13 @@ from services.vts.settings import URL_VARIABLE, VtsSettings
 
 log = logging.getLogger("marionette.vts")
 
-IDLE_TICK_S = 1 / max(AVATAR_FPS)
-"""While the mouth moves, the stage wakes when the track's next frame is due (or when a
-report or a control message changes the timeline); otherwise at this rate. A value goes
-out when the frame changes, and at least every KEEPALIVE_S, since VTube Studio takes a
-parameter back one second after its last value."""
+TICK_S = 1 / max(AVATAR_FPS)
+"""While the mouth moves, the stage wakes when the track's next frame is due, at least at
+this rate. Otherwise it sleeps until a report or a control message changes the timeline
+(nothing is due in between), and while VTube Studio is away it looks every AWAY_TICK_S. A
+value goes out when the frame changes, and at least every KEEPALIVE_S, since VTube Studio
+takes a parameter back one second after its last value."""
+AWAY_TICK_S = 0.25
 KEEPALIVE_S = 0.5
 
 
@@ -132,20 +134,20 @@ class VtsStage(Stage):
 
     async def _move(self) -> None:
         """The mouth, frame by frame, woken when the next frame is due."""
-        wait = IDLE_TICK_S
+        wait: float | None = None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), wait)
             self.changed.clear()
-            wait = IDLE_TICK_S
-            if self.link.connected:
-                async with self.moving:
-                    next_in = await self._frame(time.monotonic())
-                if next_in is not None:
-                    wait = min(wait, next_in + 0.0005)  # just past the boundary, not before
+            if not self.link.connected:
+                wait = AWAY_TICK_S
+                continue
+            async with self.moving:
+                wait = await self._frame(time.monotonic())
 
     async def _frame(self, now: float) -> float | None:
-        """Show what the timeline says; returns when the next mouth frame is due (s)."""
+        """Show what the timeline says; returns how long until something is due (s), or
+        None when nothing is until the timeline changes."""
         frame = self.timeline.frame(now)
         if frame.expression is not None:
             await self._show(frame.expression)
@@ -154,9 +156,14 @@ class VtsStage(Stage):
             self.open_until = now + self.settings.rest_s
             if (frame.due, frame.mouth) != (due, value) or now - at >= KEEPALIVE_S:
                 await self._inject(frame.mouth, frame.due)
-        elif now < self.open_until and (value != 0.0 or now - at >= KEEPALIVE_S):
-            await self._inject(0.0)
-        return frame.next_in
+            if frame.next_in is None:
+                return TICK_S
+            return min(TICK_S, frame.next_in + 0.0005)  # just past the boundary, not before
+        if now < self.open_until:  # resting: zeros, kept alive until VTube Studio takes over
+            if value != 0.0 or now - at >= KEEPALIVE_S:
+                await self._inject(0.0)
+            return min(KEEPALIVE_S, self.open_until - now)
+        return None
 
     async def _inject(self, mouth: float, due: float | None = None) -> None:
         self.sent = (due, mouth, time.monotonic())
@@ -166,7 +173,7 @@ class VtsStage(Stage):
         try:
             await self.link.inject(values)
         except VtsUnavailable:
-            pass  # _stay_connected reconnects
+            pass  # kept.keep() reconnects
         except VtsError as exc:
             log.warning("VTube Studio refused the mouth: %s", exc)
 
