@@ -67,7 +67,6 @@ from contracts.topics import (
     CHAT_INCOMING,
     PLAYBACK_PROGRESS,
     POLICY_TOKEN,
-    TTS_CHUNK,
     Topic,
 )
 from contracts.turns import playback_ended
@@ -323,19 +322,17 @@ async def played(client: Redis, bus: BusSettings, session: str, turn: str,
 @asynccontextmanager
 async def full_voice(bus: BusSettings, client: Redis, session: str) -> AsyncIterator[VoiceTurn]:
     """A bench microphone speaking synthesized questions in real time (services.bench)."""
-    from services.bench.live import Microphone, StreamWatcher
-    from services.bench.live import _one_turn as one_spoken_turn
+    from services.bench.live import Microphone, TurnStreams, one_turn
     from services.bench.utterances import synthesize
 
     utterances = synthesize(len(QUESTIONS))
-    watchers = [StreamWatcher(client, topic, session, bus.partitions)
-                for topic in (ASR_FINAL, POLICY_TOKEN, TTS_CHUNK, PLAYBACK_PROGRESS)]  # fmt: skip
+    streams = TurnStreams.of(client, session, bus.partitions)
     async with Producer(bus, "bench-mic", [AUDIO_FRAME]) as producer:
         mic = Microphone(producer, session)
         streaming = asyncio.create_task(mic.stream())
 
         async def turn(n: int) -> float | None:
-            result = await one_spoken_turn(mic, utterances[n % len(utterances)], *watchers)
+            result = await one_turn(mic, utterances[n % len(utterances)], streams)
             if result.error:
                 print(f"  {session} question {n}: {result.error}", file=sys.stderr, flush=True)
             else:

@@ -11,7 +11,8 @@ Transcript = Annotated[str, StringConstraints(max_length=MAX_TRANSCRIPT_CHARS)]
 
 
 class SpeechEvent(Envelope):
-    """The user started or stopped speaking (voice activity, before any transcript)."""
+    """The user started speaking (voice activity, before any transcript), or finished their
+    turn (the end of turn is certain: a reply may start playing)."""
 
     state: Literal["start", "end"]
     at_s: float = Field(ge=0, description="When, in the input timeline (s).")
@@ -37,6 +38,13 @@ class AsrFinal(Envelope):
         ge=0,
         description="When the user stopped speaking, by the capture clock (Unix s): where "
         "voice-to-voice latency starts.",
+    )
+    preemptive: bool = Field(
+        default=False,
+        description="Sent before the end of the turn is certain, so the reply can be "
+        "prepared: playback holds it until asr.speech 'end' for this turn. If the user goes "
+        "on, an Interrupt (reason 'superseded') drops this turn and the utterance continues "
+        "as a new one.",
     )
 
     @model_validator(mode="after")

@@ -15,18 +15,25 @@ PLAYBACK_ENDS: frozenset[str] = frozenset({"finished", "flushed"})
 "paused" is not one of them: a paused reply goes on (or is flushed) later."""
 
 
-def utterance_turn_id(capture_run: str, start_ms: int) -> str:
+SUPERSEDED = "superseded"
+"""The reason of an Interrupt that drops a preemptive turn: the user went on talking, so
+the utterance continues as a new turn. Nothing of it was played; memory forgets it."""
+
+
+def utterance_turn_id(capture_run: str, start_ms: int, attempt: int = 0) -> str:
     """The turn of an utterance that starts `start_ms` into a capture run's audio.
 
     Derived from the audio, so replaying the same frames gives the same turns, and a new
-    capture run new ones."""
-    return f"{capture_run}.u{start_ms}"
+    capture run new ones. `attempt` counts the preemptive turns the utterance superseded
+    (the user went on after a pause that sounded final)."""
+    return f"{capture_run}.u{start_ms}" + (f"-{attempt}" if attempt else "")
 
 
 def capture_run_of(turn_id: str) -> str | None:
     """The capture run an utterance's turn came from (None for a turn that is not one)."""
-    run, sep, ms = turn_id.rpartition(".u")
-    return run if sep and ms.isdigit() else None
+    run, sep, rest = turn_id.rpartition(".u")
+    ms, _, attempt = rest.partition("-")
+    return run if sep and ms.isdigit() and (not attempt or attempt.isdigit()) else None
 
 
 def reply_ended(message: Envelope) -> bool:

@@ -2,6 +2,10 @@
 
 The Endpointer is pure logic, fed audio and answering with events (Wyoming-style small
 dataclasses). The stage decides what to do with them: publish, transcribe.
+
+How much silence ends an utterance is the stage's call once it has heard the pause
+(`end_after`: short when the turn sounds finished, long when not); until then, and after
+speech resumes, it is `default_end_ms`.
 """
 
 import math
@@ -71,12 +75,16 @@ class _Utterance:
     silence_s: float = 0.0
     since_partial_s: float = 0.0
     speculated: bool = False
+    end_ms: int = 0  # the silence that ends it
 
 
 class Endpointer:
-    def __init__(self, settings: AsrSettings, vad: VoiceActivity) -> None:
+    def __init__(
+        self, settings: AsrSettings, vad: VoiceActivity, default_end_ms: int | None = None
+    ) -> None:
         self.settings = settings
         self.vad = vad
+        self.default_end_ms = default_end_ms or settings.end_silence_ms
         self._chunk_bytes = chunk_bytes(vad)
         self._chunk_s = vad.chunk_ms / 1000
         self._pending = b""
@@ -119,6 +127,12 @@ class Endpointer:
             events.append(self._final(u, endpoint=True))
         return events
 
+    def end_after(self, silence_ms: int) -> None:
+        """The utterance ends after this much silence (from the pause it is in); speech
+        that resumes first puts the default back. Takes effect with the next audio."""
+        if self._utterance is not None and self._utterance.speculated:
+            self._utterance.end_ms = silence_ms
+
     @property
     def kept_chunks(self) -> int:
         """How many chunks before an utterance it keeps as pre-roll (and start run)."""
@@ -139,7 +153,9 @@ class Endpointer:
         if run * self.vad.chunk_ms < self.settings.start_speech_ms:
             return []
         speech_start_s = self._preroll[-run][0]
-        utterance = _Utterance(start_s=self._preroll[0][0], speech_start_s=speech_start_s)
+        utterance = _Utterance(
+            start_s=self._preroll[0][0], speech_start_s=speech_start_s, end_ms=self.default_end_ms
+        )
         utterance.chunks = [c for _, c, _ in self._preroll]
         utterance.voiced_s = run * self._chunk_s
         utterance.last_voiced_chunks = len(utterance.chunks)
@@ -156,6 +172,7 @@ class Endpointer:
             u.since_partial_s += self._chunk_s
             u.last_voiced_chunks = len(u.chunks)
             u.silence_s = 0.0
+            u.end_ms = self.default_end_ms
             if u.speculated:
                 u.speculated = False
                 events.append(SpeculationCancelled())
@@ -165,7 +182,8 @@ class Endpointer:
             u.since_partial_s = 0.0
             events.append(PartialDue(b"".join(u.chunks)))
         too_long = len(u.chunks) * self._chunk_s >= self.settings.max_utterance_s
-        if u.silence_s * 1000 >= self.settings.end_silence_ms or too_long:
+        # Rounded to the chunk: 0.15 s of 20 ms chunks sums to 0.1499...
+        if round(u.silence_s * 1000) >= u.end_ms or too_long:
             self._utterance = None
             events.append(SpeechEnded(u.start_s + u.last_voiced_chunks * self._chunk_s))
             if u.voiced_s * 1000 >= self.settings.min_speech_ms:
@@ -173,7 +191,7 @@ class Endpointer:
         elif (
             not voiced
             and not u.speculated
-            and u.silence_s * 1000 >= self.settings.speculate_after_ms
+            and round(u.silence_s * 1000) >= self.settings.speculate_after_ms
             and u.voiced_s * 1000 >= self.settings.min_speech_ms
         ):
             u.speculated = True

@@ -25,8 +25,34 @@ class AsrSettings(MarionetteSettings):
     start_speech_ms: int = Field(
         default=90, ge=10, description="Voiced audio in a row that opens an utterance."
     )
+    end_of_turn: Literal["smart-turn", "silence"] = Field(
+        default="smart-turn",
+        description="How asr decides the user has finished: 'smart-turn' hears it (Smart Turn "
+        "v3.2 on the audio, with the transcript's last word) and waits finished_silence_ms or "
+        "unfinished_silence_ms; 'silence' waits end_silence_ms after any speech.",
+    )
+    finished_silence_ms: int = Field(
+        default=500, ge=100, le=5000,
+        description="smart-turn: silence that ends a turn that sounds finished. The reply is "
+        "prepared meanwhile (preemptive), so this wait is mostly hidden.",
+    )  # fmt: skip
+    unfinished_silence_ms: int = Field(
+        default=1500, ge=100, le=10000,
+        description="smart-turn: silence that ends a turn that sounds unfinished (a pause "
+        "after 'because', a trailing 'um').",
+    )  # fmt: skip
     end_silence_ms: int = Field(
-        default=600, ge=100, description="Silence that ends an utterance (endpointing wait)."
+        default=600, ge=100, description="silence: silence that ends an utterance."
+    )
+    turn_threshold: float = Field(
+        default=0.5, gt=0, lt=1,
+        description="smart-turn: the model's probability at or above which a turn is finished.",
+    )  # fmt: skip
+    preemptive: bool = Field(
+        default=True,
+        description="Publish the transcript as soon as the turn sounds finished, before the "
+        "end of turn is certain, so the reply is ready by then (playback holds it until the "
+        "end); if the user goes on, that reply is dropped and the turn starts again.",
     )
     preroll_ms: int = Field(default=300, ge=0, description="Audio kept from before speech started.")
     min_speech_ms: int = Field(
@@ -41,7 +67,8 @@ class AsrSettings(MarionetteSettings):
     speculate_after_ms: int = Field(
         default=150,
         ge=0,
-        description="Silence after which the final transcript starts, before the endpoint.",
+        description="Silence after which the final transcript (and the end-of-turn decision) "
+        "starts, before the end of turn.",
     )
     barge_in: bool = Field(
         default=True, description="Let the user talk over the character to interrupt it."
@@ -84,6 +111,9 @@ class AsrSettings(MarionetteSettings):
     device: str = Field(default="cpu", description="cpu, cuda or auto.")
     compute_type: str = Field(default="int8", description="int8, int8_float16, float16...")
     cpu_threads: int = Field(default=2, ge=1, le=64, description="Threads for the CPU model.")
+    turn_model_threads: int = Field(
+        default=1, ge=1, le=64, description="Threads for the end-of-turn model (it is small)."
+    )
     beam_size: int = Field(default=1, ge=1, le=10, description="1 is greedy and fastest.")
     hotwords: str = Field(
         default="Marionette",

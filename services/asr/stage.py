@@ -1,12 +1,20 @@
 """asr: audio.frame and playback.progress in; asr.speech, asr.partial, asr.final and
 control (barge-in) out.
 
-Per session, an Endpointer finds utterances. The final transcript starts as soon as the
-trailing silence begins (speculatively), so by the time the endpoint is certain it is
-usually done; new speech in between cancels it. The recognizer does one job at a time,
-and a job that is no longer wanted when its turn comes (a partial once the final has
-started, a speculation the speaker talked over) is skipped, so the final never waits
-behind stale work.
+Per session, an Endpointer finds utterances. At the first short pause (speculate_after_ms)
+the final transcript starts, and then the end-of-turn decision (services.asr.turn_model:
+Smart Turn on the audio, and the transcript's last word): a turn that sounds finished ends
+after finished_silence_ms of silence, one that does not after unfinished_silence_ms.
+
+Preemptive turns: when the pause sounds final, the transcript goes out at once as a
+preemptive asr.final, so policy and tts prepare the reply while the silence is confirmed;
+playback holds it until asr.speech "end" (the end of turn). If the user goes on instead,
+an Interrupt with reason "superseded" drops that turn everywhere (memory forgets it) and
+the utterance continues as a new turn (`utterance_turn_id(..., attempt)`).
+
+The recognizer does one job at a time, and a job that is no longer wanted when its turn
+comes (a partial once the final has started, a speculation the speaker talked over) is
+skipped, so the final never waits behind stale work.
 
 While the character talks (playback.progress says so), a BargeIn per session gates the VAD
 against its echo and decides when the user talks over it: a pause on `control` at once,
@@ -30,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from opentelemetry import trace
 from opentelemetry.context import Context
 from pydantic import BaseModel
@@ -44,6 +53,7 @@ from contracts import (
     PlaybackProgress,
     SpeechEvent,
 )
+from contracts.limits import AUDIO_SAMPLE_RATE
 from contracts.topics import (
     ASR_FINAL,
     ASR_PARTIAL,
@@ -52,7 +62,7 @@ from contracts.topics import (
     CONTROL,
     PLAYBACK_PROGRESS,
 )
-from contracts.turns import utterance_turn_id
+from contracts.turns import SUPERSEDED, utterance_turn_id
 from services.asr.barge_in import BargeIn, BargeInEvent, Hold, Resume
 from services.asr.endpointer import (
     Endpointer,
@@ -65,11 +75,13 @@ from services.asr.endpointer import (
 )
 from services.asr.recognizer import FasterWhisperRecognizer, SpeechRecognizer, Transcript
 from services.asr.settings import AsrSettings
+from services.asr.turn_model import SmartTurn, TurnJudge, TurnModel, TurnVerdict
 from services.asr.vad import make_vad
 from services.bus import Bus, Checkpointed, Publishes, SessionMemory, Stage, consumes
 from services.bus.tracing import turn_attributes
+from services.models.bundled import smart_turn_model_path
 from services.settings import load_settings
-from services.telemetry.metrics import ASR_FINAL_LATENCY
+from services.telemetry.metrics import ASR_FINAL_LATENCY, END_OF_TURN, PREEMPTIVE_TURNS
 
 log = logging.getLogger("marionette.asr")
 tracer = trace.get_tracer("marionette.asr")
@@ -82,7 +94,9 @@ activity detector adapts to what it heard before): within this, it is the same o
 
 class OpenUtterance(BaseModel):
     """The utterance a session is in, checkpointed with its start event: a replica that
-    hears its frames again after a crash gives it the same turn."""
+    hears its frames again after a crash gives it the same turn (its first attempt: the
+    preemptive turns it superseded are made again with the same ids, and dropped as
+    copies downstream)."""
 
     capture_run: str
     turn_id: str
@@ -92,8 +106,15 @@ class OpenUtterance(BaseModel):
 
 @dataclass
 class Speculation:
-    audio: bytes
+    """The transcript and end-of-turn decision started at a pause."""
+
+    event: FinalReady
     task: "asyncio.Task[Transcript | None]"
+    preempted: bool = False  # its transcript went out as a preemptive asr.final
+
+    @property
+    def audio(self) -> bytes:
+        return self.event.audio
 
 
 @dataclass
@@ -101,6 +122,8 @@ class SessionListener:
     endpointer: Endpointer
     capture_run: str  # the frames' origin: a new run restarts the timeline
     turn_id: str = ""
+    utterance_start_ms: int = 0  # names its turns
+    attempt: int = 0  # preemptive turns superseded in this utterance
     speech_start_s: float = 0.0
     partial_seq: int = 0
     final_started: bool = False
@@ -127,10 +150,19 @@ class AsrStage(Stage):
     controls = Publishes(CONTROL)
     utterances = Checkpointed(OpenUtterance)
 
-    def __init__(self, settings: AsrSettings, recognizer: SpeechRecognizer, bus: Bus) -> None:
+    def __init__(
+        self,
+        settings: AsrSettings,
+        recognizer: SpeechRecognizer,
+        bus: Bus,
+        turn_model: TurnModel | None = None,
+    ) -> None:
+        """turn_model: None decides by silence alone (end_of_turn "silence")."""
         super().__init__(bus)
         self.settings = settings
         self.recognizer = recognizer
+        self.turn_model = turn_model
+        self.judge = TurnJudge(threshold=settings.turn_threshold)
         # Rebuilt from held frames when a session moves here: not checkpointed.
         self.listeners: SessionMemory[SessionListener | None] = bus.memory(lambda s: None)
         self.barge_ins = bus.memory(lambda s: BargeIn(settings, make_vad(settings)))
@@ -138,10 +170,16 @@ class AsrStage(Stage):
 
     @classmethod
     async def build(cls, bus: Bus) -> "AsrStage":
-        """Load the model first, then listen."""
+        """Load the models and run each once (the first run of a model is slow), then
+        listen: the first turn is as fast as the others."""
         settings = load_settings(AsrSettings)
         recognizer = await asyncio.to_thread(FasterWhisperRecognizer, settings)
-        return cls(settings, recognizer, bus)
+        turn_model: TurnModel | None = None
+        if settings.end_of_turn == "smart-turn":
+            path = smart_turn_model_path()
+            turn_model = await asyncio.to_thread(SmartTurn, path, settings.turn_model_threads)
+        await asyncio.to_thread(warm_up, recognizer, turn_model)
+        return cls(settings, recognizer, bus, turn_model)
 
     @consumes(AUDIO_FRAME)
     async def on_frame(self, frame: AudioFrame) -> None:
@@ -154,7 +192,12 @@ class AsrStage(Stage):
     def _listener(self, frame: AudioFrame) -> SessionListener:
         listener = self.listeners[frame.session_id]
         if listener is None or listener.capture_run != frame.origin:
-            endpointer = Endpointer(self.settings, self.barge_ins[frame.session_id])
+            wait_ms = (
+                self.settings.unfinished_silence_ms
+                if self.turn_model is not None
+                else self.settings.end_silence_ms
+            )  # until the pause is judged
+            endpointer = Endpointer(self.settings, self.barge_ins[frame.session_id], wait_ms)
             listener = SessionListener(endpointer, capture_run=frame.origin)
             self.listeners.put(frame.session_id, listener)
         return listener
@@ -229,7 +272,9 @@ class AsrStage(Stage):
         elif isinstance(event, PartialDue):
             self._start_partial(session, listener, event.audio)
         elif isinstance(event, SpeculationCancelled):
-            listener.speculation = None
+            speculation, listener.speculation = listener.speculation, None
+            if speculation is not None and speculation.preempted:
+                await self._supersede(session, listener, go_on=True)
         elif isinstance(event, SpeechEnded):
             listener.span.add_event("speech_end", timestamp=listener.wall_ns(event.speech_end_s))
             await self.speech_events.publish(
@@ -241,7 +286,7 @@ class AsrStage(Stage):
         elif event.endpoint:
             await self._finish(session, listener, event, frame)
         else:
-            self._speculate(listener, event.audio)
+            self._speculate(session, listener, event)
 
     async def _open_utterance(
         self, session: str, listener: SessionListener, event: SpeechStarted
@@ -255,12 +300,12 @@ class AsrStage(Stage):
         ):
             listener.turn_id = left.turn_id  # heard again after a crash
             event = SpeechStarted(left.utterance_start_s, left.speech_start_s)
+            listener.utterance_start_ms = round(left.utterance_start_s * 1000)
         else:
             # Derived from the capture run and its audio timeline, so a replay of the same
             # frames gets the same turn ids, and a new capture run new ones.
-            listener.turn_id = utterance_turn_id(
-                listener.capture_run, round(event.utterance_start_s * 1000)
-            )
+            listener.utterance_start_ms = round(event.utterance_start_s * 1000)
+            listener.turn_id = utterance_turn_id(listener.capture_run, listener.utterance_start_ms)
             self.utterances.save(
                 session, "", OpenUtterance(
                     capture_run=listener.capture_run, turn_id=listener.turn_id,
@@ -268,14 +313,18 @@ class AsrStage(Stage):
                     speech_start_s=event.speech_start_s,
                 ),
             )  # fmt: skip
+        listener.attempt = 0
         listener.span.end()  # an utterance that never reached its final (no-op when none)
-        listener.span = tracer.start_span(
+        listener.span = self._turn_span(session, listener, event.speech_start_s)
+        return event
+
+    def _turn_span(self, session: str, listener: SessionListener, start_s: float) -> trace.Span:
+        return tracer.start_span(
             "asr.utterance",
             context=Context(),  # a new trace: one per turn
-            start_time=listener.wall_ns(event.speech_start_s),
+            start_time=listener.wall_ns(start_s),
             attributes=turn_attributes(session, listener.turn_id),
         )
-        return event
 
     async def _on_start(
         self, session: str, listener: SessionListener, event: SpeechStarted
@@ -292,14 +341,89 @@ class AsrStage(Stage):
             )
         )  # fmt: skip
 
-    def _speculate(self, listener: SessionListener, audio: bytes) -> None:
+    def _speculate(self, session: str, listener: SessionListener, event: FinalReady) -> None:
+        """At a pause: the transcript, then whether the turn sounds finished; when it does,
+        the transcript goes out now (preemptive) and the end of turn comes sooner."""
+
         def wanted() -> bool:
             return listener.speculation is speculation
 
-        task = asyncio.create_task(self._transcribe(audio, wanted))
-        speculation = Speculation(audio, task)
+        async def think_ahead() -> Transcript | None:
+            transcript = await self._transcribe(event.audio, wanted)
+            if transcript is None or not wanted():
+                return transcript
+            verdict = await self._judge(event.audio, transcript.text)
+            if not wanted():
+                return transcript
+            if verdict is not None:
+                finished = verdict.complete
+                listener.endpointer.end_after(
+                    self.settings.finished_silence_ms
+                    if finished
+                    else self.settings.unfinished_silence_ms
+                )
+                END_OF_TURN.labels("finished" if finished else "unfinished").inc()
+                listener.span.add_event(
+                    "end_of_turn",
+                    {"finished": finished, "probability": round(verdict.probability, 3),
+                     "reason": verdict.reason},
+                )  # fmt: skip
+            if (
+                self.settings.preemptive
+                and not listener.final_started  # at the end of turn already: a plain final
+                and (verdict is None or verdict.complete)
+                and transcript.text
+                and not listener.backchannel
+            ):
+                speculation.preempted = True  # before the await: a resumed speech sees it
+                with trace.use_span(listener.span):
+                    await self._publish_transcript(
+                        session, listener, event, transcript, preemptive=True
+                    )
+            return transcript
+
+        task = asyncio.create_task(think_ahead())
+        speculation = Speculation(event, task)
         listener.speculation = speculation
         self._background(task)
+
+    async def _judge(self, pcm: bytes, text: str) -> TurnVerdict | None:
+        """Whether the turn sounds finished (None: end_of_turn is "silence")."""
+        if self.turn_model is None:
+            return None
+        probability = await asyncio.to_thread(self.turn_model.probability, pcm)
+        return self.judge.judge(probability, text)
+
+    async def _supersede(self, session: str, listener: SessionListener, *, go_on: bool) -> None:
+        """Drop the preemptive turn: its reply is no longer wanted (an Interrupt, reason
+        "superseded": memory forgets it). go_on: the user is still talking, and the
+        utterance continues as the next attempt's turn."""
+        dropped = listener.turn_id
+        PREEMPTIVE_TURNS.labels("superseded").inc()
+        log.info("%s/%s: the user went on; dropping the reply prepared for it", session, dropped)
+        listener.span.add_event("superseded")
+        await self.controls.publish(
+            Control(
+                session_id=session, turn_id=dropped, message_id=f"{dropped}.superseded:0",
+                seq=0, command=Interrupt(target_turn_id=dropped, reason=SUPERSEDED),
+            )
+        )  # fmt: skip
+        if not go_on:
+            return
+        listener.attempt += 1
+        listener.turn_id = utterance_turn_id(
+            listener.capture_run, listener.utterance_start_ms, listener.attempt
+        )
+        listener.partial_seq = 0
+        listener.span.end()
+        listener.span = self._turn_span(session, listener, listener.speech_start_s)
+        # The floor is the new turn's: playback waits for its end, not the dropped one's.
+        await self.speech_events.publish(
+            SpeechEvent(
+                session_id=session, turn_id=listener.turn_id, seq=0,
+                state="start", at_s=listener.speech_start_s,
+            )
+        )  # fmt: skip
 
     def _start_partial(self, session: str, listener: SessionListener, audio: bytes) -> None:
         if self._recognizer_turn.locked():
@@ -343,6 +467,18 @@ class AsrStage(Stage):
             listener.speculation = speculation  # still wanted, if it has not started yet
             transcript = await speculation.task
             listener.speculation = None
+        # Its frames are acknowledged in the same write as the final (or, after a
+        # preemptive final, as the end of turn): after a crash they are neither lost nor
+        # heard (and answered) again.
+        keep = 0 if frame.end_of_input else self._preroll_frames(listener, frame)
+        if speculation is not None and speculation.preempted:
+            self.bus.release(session, keep_last=keep)
+            self.utterances.forget(session)
+            if listener.backchannel:  # it only talked over the character after all
+                await self._supersede(session, listener, go_on=False)
+            else:
+                PREEMPTIVE_TURNS.labels("confirmed").inc()
+            return
         if transcript is None:
             transcript = await self._transcribe(event.audio)
         assert transcript is not None
@@ -354,21 +490,42 @@ class AsrStage(Stage):
         if not transcript.text:
             log.info("%s/%s: no words in that utterance", session, listener.turn_id)
             return
-        # Its frames are acknowledged in the same write as the final: after a crash they
-        # are neither lost nor heard (and answered) again.
-        keep = 0 if frame.end_of_input else self._preroll_frames(listener, frame)
         self.bus.release(session, keep_last=keep)
         self.utterances.forget(session)
+        await self._publish_transcript(session, listener, event, transcript, preemptive=False)
+
+    async def _publish_transcript(
+        self,
+        session: str,
+        listener: SessionListener,
+        event: FinalReady,
+        transcript: Transcript,
+        *,
+        preemptive: bool,
+    ) -> None:
+        listener.span.set_attribute("marionette.text", transcript.text[:200])
         await self.finals.publish(
             AsrFinal(
                 session_id=session, turn_id=listener.turn_id, seq=0,
                 text=transcript.text[:4000], language=transcript.language,
                 confidence=transcript.confidence,
-                speech_start_s=event.speech_start_s, speech_end_s=event.speech_end_s,
+                # The start as first heard (a replica hearing it again after a crash may
+                # hear it a frame later), so a copy of a preemptive final is the same.
+                speech_start_s=listener.speech_start_s, speech_end_s=event.speech_end_s,
                 speech_end_at=_wall_time(listener.wall_ns(event.speech_end_s)),
+                preemptive=preemptive,
             )
         )  # fmt: skip
         ASR_FINAL_LATENCY.observe(time.time() - listener.wall_ns(event.speech_end_s) / 1e9)
+
+
+def warm_up(recognizer: SpeechRecognizer, turn_model: TurnModel | None) -> None:
+    """Run each model once on a second of quiet noise: their first run allocates and
+    tunes (the first turn after start took 8.6 s before this)."""
+    noise = np.random.default_rng(0).normal(0, 30, AUDIO_SAMPLE_RATE).astype("<i2").tobytes()
+    recognizer.transcribe(noise)
+    if turn_model is not None:
+        turn_model.probability(noise)
 
 
 def _wall_time(ns: int) -> float | None:

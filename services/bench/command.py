@@ -41,8 +41,21 @@ class BenchReport:
     raw_hop_p50_ms: float
     raw_hop_p95_ms: float
 
+    @property
+    def preemptive_turns(self) -> int:
+        return sum(t.preemptive for t in self.turns)
+
+    @property
+    def wasted_generations(self) -> int:
+        """Preemptive replies asr dropped because the user went on talking."""
+        return sum(t.wasted for t in self.turns)
+
     def as_json(self) -> dict[str, object]:
-        return asdict(self)
+        return {
+            **asdict(self),
+            "preemptive_turns": self.preemptive_turns,
+            "wasted_generations": self.wasted_generations,
+        }
 
 
 def summarize(turns: list[TurnResult]) -> list[Summary]:
@@ -95,7 +108,7 @@ def run_bench(
 
 
 def bench(
-    utterances: Annotated[int, typer.Option(help="Spoken questions to time.", min=1)] = 6,
+    utterances: Annotated[int, typer.Option(help="Spoken questions to time.", min=1)] = 12,
     warmup: Annotated[int, typer.Option(help="Turns first, not counted (cold model).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
     log: Annotated[Path, typer.Option(help="The stages' log.")] = Path(".marionette/bench.log"),
@@ -130,6 +143,11 @@ def bench(
     out.print(
         f"raw redis-py XADD -> XREADGROUP hop on the same Redis: p50 {report.raw_hop_p50_ms:.1f} "
         f"ms, p95 {report.raw_hop_p95_ms:.1f} ms (a turn has 3 hops)"
+    )
+    out.print(
+        f"preemptive turns (transcript out before the end of turn): {report.preemptive_turns} "
+        f"of {len(report.turns)}; replies prepared and thrown away (the user went on): "
+        f"{report.wasted_generations}"
     )
     missed = [t for t in report.turns if t.error]
     if missed:

@@ -2,8 +2,10 @@
 
 A bench session streams 20 ms frames in real time without a pause: an utterance, then
 silence until the reply has played (or, without a playback stage, until its last
-tts.chunk), then the next utterance. Each turn is found by
-its asr.final and timed with services.bench.timeline.
+tts.chunk), then the next utterance. Each turn is found by its asr.final and its end of
+turn (asr.speech "end"), and timed with services.bench.timeline. A preemptive turn that
+asr superseded (the utterance went on) is counted as a wasted generation, and the bench
+follows the turn that replaced it.
 """
 
 import asyncio
@@ -16,17 +18,19 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from contracts import AudioFrame
+from contracts import AsrFinal, AudioFrame, Control, Interrupt, SpeechEvent
 from contracts.envelope import Envelope, message_id
 from contracts.topics import (
     ASR_FINAL,
+    ASR_SPEECH,
     AUDIO_FRAME,
+    CONTROL,
     PLAYBACK_PROGRESS,
     POLICY_TOKEN,
     TTS_CHUNK,
     Topic,
 )
-from contracts.turns import playback_ended
+from contracts.turns import SUPERSEDED, playback_ended
 from services.bench.timeline import Published, breakdown
 from services.bench.utterances import FRAME_BYTES, FRAME_S, Utterance
 from services.bus import BusSettings, Producer
@@ -50,6 +54,25 @@ class TurnResult:
     turn_id: str = ""
     parts: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    preemptive: bool = False  # its transcript went out before the end of turn
+    wasted: int = 0  # preemptive replies dropped because the user went on
+
+
+@dataclass
+class TurnStreams:
+    """The session's streams a turn is followed on."""
+
+    finals: "StreamWatcher"
+    speech: "StreamWatcher"
+    controls: "StreamWatcher"
+    tokens: "StreamWatcher"
+    chunks: "StreamWatcher"
+    progress: "StreamWatcher"
+
+    @classmethod
+    def of(cls, client: Redis, session: str, partitions: int) -> "TurnStreams":
+        topics = (ASR_FINAL, ASR_SPEECH, CONTROL, POLICY_TOKEN, TTS_CHUNK, PLAYBACK_PROGRESS)
+        return cls(*(StreamWatcher(client, topic, session, partitions) for topic in topics))
 
 
 class StreamWatcher:
@@ -148,29 +171,47 @@ async def _listen_to_the_end(progress: StreamWatcher, turn_id: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _one_turn(
-    mic: Microphone,
-    utterance: Utterance,
-    finals: StreamWatcher,
-    tokens: StreamWatcher,
-    chunks: StreamWatcher,
-    progress: StreamWatcher,
-) -> TurnResult:
+async def _heard_turn(
+    streams: TurnStreams, result: TurnResult, deadline: float
+) -> tuple[Published, Published] | None:
+    """The utterance's turn: its asr.final and its end of turn (either may come first),
+    skipping preemptive turns that were superseded. None if it never came."""
+    finals: dict[str, tuple[AsrFinal, Published]] = {}
+    ends: dict[str, Published] = {}
+    superseded: set[str] = set()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        for message, published in await streams.finals.new():
+            if isinstance(message, AsrFinal) and message.turn_id:
+                finals[message.turn_id] = (message, published)
+        for message, published in await streams.speech.new():
+            if isinstance(message, SpeechEvent) and message.state == "end" and message.turn_id:
+                ends[message.turn_id] = published
+        for message, _ in await streams.controls.new():
+            command = message.command if isinstance(message, Control) else None
+            if isinstance(command, Interrupt) and command.reason == SUPERSEDED:
+                superseded.add(command.target_turn_id)
+        for turn_id, (final, published) in finals.items():
+            if turn_id in ends and turn_id not in superseded:
+                result.heard, result.turn_id = final.text, turn_id
+                result.preemptive = final.preemptive
+                result.wasted = len(superseded & finals.keys())
+                return published, ends[turn_id]
+    return None
+
+
+async def one_turn(mic: "Microphone", utterance: Utterance, streams: TurnStreams) -> TurnResult:
     result = TurnResult(utterance.text)
     first_seq = mic.say(utterance.pcm)
     end_sample = utterance.speech_end_sample
     end_seq = first_seq + end_sample // (FRAME_BYTES // 2)
-    deadline = time.monotonic() + utterance.seconds + HEARD_TIMEOUT_S
-    final: Published | None = None
-    while final is None:
-        if time.monotonic() > deadline:
-            result.error = "no asr.final: the utterance was not heard"
-            return result
-        await asyncio.sleep(0.05)
-        for message, published in await finals.new():
-            final = published
-            result.heard = getattr(message, "text", "")
-            result.turn_id = message.turn_id or ""
+    heard = await _heard_turn(
+        streams, result, time.monotonic() + utterance.seconds + HEARD_TIMEOUT_S
+    )
+    if heard is None:
+        result.error = "no asr.final and end of turn: the utterance was not heard"
+        return result
+    final, confirmed = heard
     first_token: Published | None = None
     first_chunk: Published | None = None
     deadline = time.monotonic() + TURN_TIMEOUT_S
@@ -180,10 +221,10 @@ async def _one_turn(
             result.error = "the reply did not finish in time"
             return result
         await asyncio.sleep(0.05)
-        for message, published in await tokens.new():
+        for message, published in await streams.tokens.new():
             if message.turn_id == result.turn_id and getattr(message, "index", -1) == 0:
                 first_token = published
-        for message, published in await chunks.new():
+        for message, published in await streams.chunks.new():
             if message.turn_id != result.turn_id:
                 continue
             if getattr(message, "index", -1) == 0:
@@ -192,12 +233,12 @@ async def _one_turn(
     if first_token is None or first_chunk is None:
         result.error = "the reply had no tokens or no audio"
         return result
-    await _listen_to_the_end(progress, result.turn_id)
+    await _listen_to_the_end(streams.progress, result.turn_id)
     # The frame holding the last speech sample was added when it was full; the speech
     # itself ended that much earlier.
     samples_after = FRAME_BYTES // 2 - end_sample % (FRAME_BYTES // 2)
     speech_end_at = mic.added_at[end_seq] - samples_after / 16_000
-    result.parts = breakdown(speech_end_at, final, first_token, first_chunk)
+    result.parts = breakdown(speech_end_at, final, first_token, first_chunk, confirmed)
     return result
 
 
@@ -214,16 +255,13 @@ async def run_turns(
     results: list[TurnResult] = []
     try:
         await wait_for_stages(client, bus.partitions)
-        finals, tokens, chunks, progress = (
-            StreamWatcher(client, topic, session, bus.partitions)
-            for topic in (ASR_FINAL, POLICY_TOKEN, TTS_CHUNK, PLAYBACK_PROGRESS)
-        )
+        streams = TurnStreams.of(client, session, bus.partitions)
         async with producer:
             mic = Microphone(producer, session)
             streaming = asyncio.create_task(mic.stream())
             try:
                 for number, utterance in enumerate(utterances):
-                    result = await _one_turn(mic, utterance, finals, tokens, chunks, progress)
+                    result = await one_turn(mic, utterance, streams)
                     report(number, result)
                     if number >= warmup:
                         results.append(result)

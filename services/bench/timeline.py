@@ -12,8 +12,12 @@ its input was added to Redis, when the stage read it, and when its output was ad
     -> the token that completed the first unit added         first speakable unit
     -> tts read it                                           bus hop
     -> first tts.chunk added                                 TTS first audio
+    -> the end of turn (asr.speech "end") added, if later    held for end of turn
 
-The parts add up to the total exactly, because each ends where the next begins.
+The first audio is ready to play once both it and the end of turn are there: a
+preemptive reply (asr.final sent at the first pause that sounded final) is held by
+playback until the end of turn. The parts add up to the total exactly, because each ends
+where the next begins; "endpointing wait" is then the pause before the transcript began.
 """
 
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ PARTS = (
     "first speakable unit",
     "hop policy.token -> tts",
     "TTS first audio",
+    "held for end of turn",
 )
 
 
@@ -55,6 +60,7 @@ def breakdown(
     final: Published,
     first_token: Published,
     first_chunk: Published,
+    end_of_turn: Published,
 ) -> dict[str, float]:
     """Seconds per part, and 'voice-to-voice' (their sum), for one turn."""
     heard = _cause(final, "asr.final")
@@ -72,12 +78,14 @@ def breakdown(
                 spoken.added_at - first_token.added_at,
                 spoken.read_at - spoken.added_at,
                 first_chunk.added_at - spoken.read_at,
+                max(0.0, end_of_turn.added_at - first_chunk.added_at),
             ),
             strict=True,
         )
     )
     parts["bus hops"] = sum(v for k, v in parts.items() if k.startswith("hop "))
-    parts["voice-to-voice"] = first_chunk.added_at - speech_end_at
+    ready_at = max(first_chunk.added_at, end_of_turn.added_at)
+    parts["voice-to-voice"] = ready_at - speech_end_at
     return parts
 
 

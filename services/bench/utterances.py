@@ -22,6 +22,10 @@ QUESTIONS = (
     "Why is the sky blue?",
     "What is your favourite colour?",
     "How do bees make honey?",
+    "Who was the first person on the moon?",
+    "Do you like playing video games?",
+    "What is the tallest mountain in the world?",
+    "Tell me a joke about robots.",
 )
 
 

@@ -21,6 +21,7 @@ from services.bus.fencing import Fence, Fenced, Writes
 from services.bus.interrupts import InterruptedTurns
 from services.bus.ownership import lease_key
 from services.bus.partitions import partition_of, stream_for
+from services.bus.presence import replicas_seen
 from services.bus.recovery import REDIS_UNAVAILABLE, Backoff, raise_if_cancelling
 from services.bus.settings import BusSettings
 from services.bus.stage import KeyValue, SessionMemory
@@ -158,6 +159,10 @@ class RedisBus:
     def status_changed(self) -> None:
         if self.on_status_changed is not None:
             self.on_status_changed()
+
+    async def stage_running(self, stage: str) -> bool:
+        now = time.time()
+        return any(r.stage == stage and r.alive(now) for r in await replicas_seen(self.client))
 
     def hold(self) -> None:
         _delivery("hold").held = True

@@ -141,6 +141,10 @@ class Bus(Protocol):
     def status_changed(self) -> None:
         """The stage's status() changed: /api/status shows it at once, not at the next beat."""
 
+    async def stage_running(self, stage: str) -> bool:
+        """Whether a replica of that stage is running (built, models warmed up): its
+        heartbeat is fresh. Capture waits for asr with it."""
+
 
 @dataclass(frozen=True)
 class Consumer:

@@ -65,7 +65,24 @@ class CaptureStage(Stage):
         return cls(settings, open_source(settings), bus)
 
     async def background(self) -> None:
+        await self.wait_for_asr()
         self.frames_published = await self.capture()
+
+    async def wait_for_asr(self) -> None:
+        """Until an asr replica runs: a sample file or a microphone started before asr is
+        ready would be heard late (its frames queue), and its first turn answered slowly."""
+        limit_s = self.settings.wait_for_asr_s
+        deadline = time.monotonic() + limit_s
+        if limit_s <= 0 or await self.bus.stage_running("asr"):
+            return
+        log.info("capture: waiting for asr to be ready (up to %.0f s)", limit_s)
+        while not await self.bus.stage_running("asr"):
+            if time.monotonic() > deadline:
+                log.warning("capture: asr is not running after %.0f s; capturing anyway "
+                            "(its frames wait in Redis)", limit_s)  # fmt: skip
+                return
+            await asyncio.sleep(0.2)
+        log.info("capture: asr is ready")
 
     async def capture(self) -> int:
         """Publish the source's audio as frames; returns how many (not those dropped while

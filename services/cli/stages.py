@@ -182,6 +182,20 @@ def up(
         raise fail(str(exc)) from None
 
 
+def announce_ready(commands: dict[str, list[str]], after_s: float) -> None:
+    """Every stage serves, its models loaded and warmed up: the first turn is as fast as
+    any other from now on."""
+    how = []
+    if "capture" in commands:
+        how.append("speak (or the sample input plays)")
+    if any(name.startswith("gateway") for name in commands):
+        how.append(f"open {load_settings(GatewaySettings).url}/")
+    how.append("`marionette chat TEXT`")
+    console.print(
+        f"[bold green]ready to talk[/] ({after_s:.1f} s after start): " + ", or ".join(how)
+    )
+
+
 def _supervise(
     settings: BusSettings,
     configured: BusSettings,
@@ -208,10 +222,17 @@ def _supervise(
             "shows the latest turns"
         )
     greeted = not demo
+    waiting = set(commands)
+    started = time.monotonic()
 
     def on_ready(child: object) -> None:
         nonlocal greeted
-        if not greeted and "policy" in getattr(child, "name", ""):
+        name = getattr(child, "name", "")
+        if name in waiting:
+            waiting.discard(name)
+            if not waiting:
+                announce_ready(commands, time.monotonic() - started)
+        if not greeted and "policy" in name:
             greeted = True
             from services.cli.inputs import send_chat
 

@@ -157,6 +157,9 @@ class SpeakerBus:
     def status_changed(self) -> None:
         pass  # a socket's speaker has no heartbeat of its own
 
+    async def stage_running(self, stage: str) -> bool:
+        return True  # it plays what reaches it; it waits for no stage
+
     def hold(self) -> None:
         return None  # nothing to acknowledge: the speaker reads without a consumer group
 

@@ -42,6 +42,40 @@ def whisper_model_dir(name: str) -> Path:
     return directory
 
 
+# --- end of turn: Smart Turn v3.2, shipped inside pipecat-ai's wheel, used in place -----
+
+SMART_TURN = (
+    # (package, file inside it, pip requirement, sha256)
+    "pipecat",
+    "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+    "pipecat-ai==1.14.0",
+    "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+)
+
+
+def smart_turn_model_path() -> Path:
+    """Smart Turn v3.2 (CPU, int8; BSD-2) from pipecat-ai's wheel, sha256-checked.
+
+    Found without importing pipecat (whose import logs a banner and pulls in loguru):
+    only the file is used, run here with onnxruntime (services.asr.turn_model)."""
+    import importlib.util
+
+    package, inside, requirement, sha256 = SMART_TURN
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelMissing(
+            f"the end-of-turn model Smart Turn v3.2 is not installed: pip install {requirement}"
+            " (or set MARIONETTE_ASR_END_OF_TURN=silence)"
+        )
+    model = Path(next(iter(spec.submodule_search_locations))) / inside
+    if not has_sha256(model, sha256):
+        raise ModelMissing(
+            f"{model} is missing or damaged (sha256 mismatch): "
+            f"pip install --force-reinstall {requirement}"
+        )
+    return model
+
+
 # --- speech: Piper voices used in place ------------------------------------------------
 
 PIPER_VOICES = {

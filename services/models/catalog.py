@@ -14,6 +14,7 @@ from services.models.bundled import (
     KOKORO_MODEL,
     QWEN_05B,
     piper_voice_paths,
+    smart_turn_model_path,
     whisper_model_dir,
 )
 from services.models.files import ModelMissing, PartedModel, prepare
@@ -99,6 +100,12 @@ def all_models() -> list[CatalogEntry]:
             "MARIONETTE_ASR_MODEL=tiny.en (default)",
             75,
             lambda: whisper_model_dir("tiny.en") / "model.bin",
+        ),
+        checked_entry(
+            "smart-turn-v3.2",
+            "MARIONETTE_ASR_END_OF_TURN=smart-turn (default)",
+            9,
+            smart_turn_model_path,
         ),
         parted_entry(QWEN_05B, "MARIONETTE_POLICY_MODEL=qwen2.5-0.5b (default)"),
         checked_entry(

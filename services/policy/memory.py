@@ -76,6 +76,15 @@ class Memory(BaseModel):
         """The last lines anyone wrote or said in the session, oldest first."""
         return [m.said or m.content for m in self.messages if m.role == "user"][-count:]
 
+    def forget(self, turn_id: str) -> bool:
+        """Drop a turn the user never finished (a preemptive turn they went on from);
+        False if it is not here."""
+        kept = [m for m in self.messages if m.turn_id != turn_id]
+        dropped = len(self.messages) - len(kept)
+        self.messages = kept
+        self.since_summary = max(0, self.since_summary - dropped)
+        return dropped > 0
+
     def cut_short(self, turn_id: str, heard: str) -> bool:
         """Keep only what the user heard of the reply to `turn_id`; False if not found."""
         for message in reversed(self.messages):

@@ -16,7 +16,10 @@ The turn's span is FastStream's (handling asr.final or chat.message); inside it,
 their own. A memory summary between turns is its own trace, linked to the turn.
 
 An interrupt stops the turn's generation at the next token (status "interrupted"); when
-playback reports how far the reply got, memory keeps only what was heard.
+playback reports how far the reply got, memory keeps only what was heard. A preemptive
+turn (asr.final sent before the end of turn was certain) is answered like any other; if
+the user went on instead (an Interrupt with reason "superseded"), memory forgets it: the
+words continue in the next turn.
 
 A chat that names a persona (an NPC: `ChatMessage.persona`) is answered as that persona
 file instead of the live persona, with its session's memory as usual, so each NPC
@@ -30,6 +33,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +45,7 @@ from contracts import (
     AsrFinal,
     ChatMessage,
     Control,
+    Interrupt,
     PersonaChange,
     PlaybackProgress,
     PolicyToken,
@@ -57,6 +62,7 @@ from contracts.topics import (
     PLAYBACK_PROGRESS,
     POLICY_TOKEN,
 )
+from contracts.turns import SUPERSEDED
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
 from services.bus.tracing import turn_attributes
 from services.moderation import SAFE_AUTHOR, SPLIT_WINDOW, Moderator
@@ -95,6 +101,8 @@ WARM_UP = Generation(temperature=0.0, max_tokens=1, seed=0)
 QUOTES = str.maketrans({"«": '"', "»": '"'})
 RECENT_LINES = 6
 """The session's recent lines a reply is checked against (names and phrases viewers gave)."""
+SUPERSEDED_KEPT = 1024
+"""Superseded turns remembered (in memory only), so none is put back into memory late."""
 
 
 @dataclass(frozen=True)
@@ -131,14 +139,28 @@ class PolicyStage(Stage):
         self.moderator = Moderator(settings.rules_dir)
         self._session_locks = bus.memory(lambda session: asyncio.Lock())
         self._folds: dict[str, asyncio.Task[None]] = {}  # per session: a summary in progress
+        self._superseded: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @classmethod
     async def build(cls, bus: Bus) -> "PolicyStage":
-        """Check the backend answers (loading the embedded model) before taking turns."""
+        """Check the backend answers (loading the embedded model) and warm it up before
+        taking turns."""
         settings = load_settings(PolicySettings)
         backend = make_backend(settings)
         await backend.check()
-        return cls(settings, backend, bus)
+        stage = cls(settings, backend, bus)
+        await stage.warm_up()
+        return stage
+
+    async def warm_up(self) -> None:
+        """One token on the live persona's prompt: the model's first run allocates, and its
+        cache then holds the prefix every turn starts with (the first turn is as fast as
+        the others). A failure here is only logged: the turn will try again."""
+        try:
+            persona = await self.personas.current()
+            await complete(self.backend, self.prompt(persona, Memory(), None), WARM_UP)
+        except (BackendFailed, PersonaError) as exc:
+            log.warning("warm-up failed (%s); the first turn will be slower", exc)
 
     # --- handlers -----------------------------------------------------------------------
 
@@ -168,6 +190,8 @@ class PolicyStage(Stage):
                 log.info("persona is now %s (%s)", persona.name, persona.style)
         elif isinstance(command, MemoryClear | MemoryRestore):
             await self.change_memory(message.session_id, message.message_id, command)
+        elif isinstance(command, Interrupt) and command.reason == SUPERSEDED:
+            await self.forget_superseded(message.session_id, command.target_turn_id)
 
     @consumes(PLAYBACK_PROGRESS, drop_interrupted=False, while_off=True)
     async def on_progress(self, progress: PlaybackProgress) -> None:
@@ -218,6 +242,8 @@ class PolicyStage(Stage):
         if fold is not None:
             fold.cancel()
         async with self._session_locks[turn.session_id]:
+            if (turn.session_id, turn.turn_id) in self._superseded:
+                return ""  # dropped before it began: the user went on talking
             progress = await self.replies.load(turn.session_id, turn.turn_id) or ReplyProgress()
             try:
                 persona = await self.persona_for(turn.persona)  # the turn keeps this persona
@@ -229,6 +255,9 @@ class PolicyStage(Stage):
                 said = await self._reply(turn, persona, memory, progress)
             else:
                 said = progress.reply  # said in full before a crash; only memory is left
+            if (turn.session_id, turn.turn_id) in self._superseded:
+                self.replies.forget(turn.session_id, turn.turn_id)
+                return said  # the user went on: the next turn has all their words
             author = self.author_in_prompt(turn, persona)
             memory.remember(
                 turn.turn_id, turn.as_user_message(author), said, author=turn.author, said=turn.text
@@ -388,9 +417,21 @@ class PolicyStage(Stage):
             await self.memories.save(session, backup.memory)
             log.info("%s: memory restored from backup %s", session, command.backup_id)
 
+    async def forget_superseded(self, session: str, turn: str) -> None:
+        """A preemptive turn the user went on from: never remembered (or forgotten now)."""
+        self._superseded[(session, turn)] = None
+        while len(self._superseded) > SUPERSEDED_KEPT:
+            self._superseded.popitem(last=False)
+        async with self._session_locks[session]:  # after the turn's own answer() ends
+            memory = await self.memories.load(session)
+            if memory.forget(turn):
+                await self.memories.save(session, memory)
+
     async def remember_heard(self, progress: PlaybackProgress) -> None:
         """An interrupted reply: memory keeps what was played of it, marked as cut off."""
         session, turn = progress.session_id, progress.turn_id or ""
+        if (session, turn) in self._superseded:
+            return  # never played, and forgotten
         async with self._session_locks[session]:
             memory = await self.memories.load(session)
             if memory.cut_short(turn, progress.heard_text or ""):

@@ -13,7 +13,7 @@ from typing import Protocol
 from weakref import WeakSet
 
 import redis
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -42,6 +42,19 @@ ASR_FINAL_LATENCY = Histogram(
     "marionette_asr_final_seconds",
     "From the end of the user's speech (capture time) until asr publishes the final transcript.",
     buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+END_OF_TURN = Counter(
+    "marionette_asr_end_of_turn_total",
+    "End-of-turn decisions at a pause: finished or unfinished (Smart Turn and the words).",
+    ["decision"],
+    registry=REGISTRY,
+)
+PREEMPTIVE_TURNS = Counter(
+    "marionette_asr_preemptive_turns_total",
+    "Transcripts published before the end of turn was certain: confirmed (the reply was "
+    "ready sooner) or superseded (the user went on; that reply's work was wasted).",
+    ["outcome"],
     registry=REGISTRY,
 )
 

@@ -69,6 +69,8 @@ class TtsStage(Stage):
     async def build(cls, bus: Bus) -> "TtsStage":
         settings = load_settings(TtsSettings)
         synthesizer = await asyncio.to_thread(make_synthesizer, settings)
+        # The first synthesis allocates and tunes: done here, the first reply is not slower.
+        await asyncio.to_thread(synthesizer.synthesize, "Hello there.")
         return cls(settings, synthesizer, bus)
 
     @consumes(POLICY_TOKEN)

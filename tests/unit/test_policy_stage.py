@@ -374,6 +374,48 @@ async def test_an_interrupt_stops_the_reply_and_memory_keeps_what_was_heard() ->
     assert {"role": "assistant", "content": "Hello there,—"} in backend.replies_asked[-1][0]
 
 
+def speech(text: str, turn: str, *, preemptive: bool = True) -> AsrFinal:
+    return AsrFinal(
+        session_id="s1", turn_id=turn, seq=0, text=text, confidence=0.9, speech_start_s=0.5,
+        speech_end_s=1.5, preemptive=preemptive,
+    )  # fmt: skip
+
+
+async def test_a_superseded_preemptive_turn_is_forgotten_and_the_next_has_all_the_words() -> None:
+    """The user paused after "my cat is", asr sent that as a preemptive turn, then the user
+    went on: the reply prepared for the fragment is not remembered; the whole line is."""
+    backend = ScriptedBackend()
+    policy = harness(backend)
+    await policy.send(speech("my cat is", "run.u0"))
+    assert [m.turn_id for m in (await memory_of(policy)).messages] == ["run.u0", "run.u0"]
+    await policy.send(
+        control(Interrupt(target_turn_id="run.u0", reason="superseded"), session="s1")
+    )
+    flushed = PlaybackProgress(
+        session_id="s1", turn_id="run.u0", seq=0, chunk_index=0, played_s=0.0,
+        state="flushed", heard_text="",
+    )  # fmt: skip
+    await policy.send(flushed)  # nothing of it was played: nothing to keep either
+    await policy.send(speech("my cat is called Pickles", "run.u0-1", preemptive=False))
+    memory = await memory_of(policy)
+    assert [(m.role, m.turn_id) for m in memory.messages] == [
+        ("user", "run.u0-1"), ("assistant", "run.u0-1"),
+    ]  # fmt: skip
+    assert memory.messages[0].content == "my cat is called Pickles"
+    assert "my cat is" not in str(backend.replies_asked[-1][0][:-1]), "the fragment is gone"
+
+
+async def test_a_preemptive_turn_superseded_before_it_started_is_not_answered() -> None:
+    backend = ScriptedBackend()
+    policy = harness(backend)
+    await policy.send(
+        control(Interrupt(target_turn_id="run.u0", reason="superseded"), session="s1")
+    )
+    assert tokens_of(await policy.send(speech("my cat is", "run.u0"))) == []
+    assert backend.replies_asked == []
+    assert (await memory_of(policy)).messages == []
+
+
 # --- a failing backend --------------------------------------------------------------------
 
 
