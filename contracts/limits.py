@@ -15,8 +15,8 @@ SCHEMA_VERSION: Final = 3
    platform_message_id, reply_to, channel, emotes, mentions_character, read_aloud); new
    topics chat.incoming, arbiter.decision and moderation; asr.final may be preemptive
    (a reply prepared before the end of turn is certain; Interrupt reason "superseded").
-   A consumer older than these rejects such a message (extra fields are forbidden), so upgrade policy before the
-   gateway or a platform stage sends them.
+   A consumer older than these rejects such a message (extra fields are forbidden), so
+   upgrade policy before the gateway or a platform stage sends them.
 """
 PREVIOUS_SCHEMA_VERSION: Final = SCHEMA_VERSION - 1
 """Readers accept this version too (upgrading it in memory), so stages upgrade one at a time."""
