@@ -103,6 +103,7 @@ class Served:
 
 class ArbiterStage(Stage):
     name = "arbiter"
+    yields_cpu = True  # see Stage.yields_cpu
     decisions = Publishes(ARBITER_DECISION)
     chosen = Publishes(CHAT_MESSAGE)
     verdicts = Publishes(MODERATION)

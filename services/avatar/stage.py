@@ -42,6 +42,7 @@ class Face(BaseModel):
 
 class AvatarStage(Stage):
     name = "avatar"
+    yields_cpu = True  # see Stage.yields_cpu
     interruptible = True
     expressions = Publishes(AVATAR_EXPR)
     mouths = Checkpointed(TurnMouth)

@@ -40,6 +40,7 @@ class BenchReport:
     summary: list[Summary]
     raw_hop_p50_ms: float
     raw_hop_p95_ms: float
+    first_turn: TurnResult | None = None  # the first after the stages started (warm-up)
 
     @property
     def preemptive_turns(self) -> int:
@@ -96,14 +97,22 @@ def run_bench(
     report: Callable[[int, TurnResult], None],
 ) -> BenchReport:
     utterances = synthesize(count + warmup)
+    first: list[TurnResult] = []
+
+    def keep_first(number: int, turn: TurnResult) -> None:
+        if number == 0:
+            first.append(turn)
+        report(number, turn)
+
     with pipeline(bus, log_path) as live:
-        turns = asyncio.run(run_turns(live, utterances, warmup, report))
+        turns = asyncio.run(run_turns(live, utterances, warmup, keep_first))
         hops = asyncio.run(raw_hops(live.redis_url or ""))
     return BenchReport(
         turns=turns,
         summary=summarize(turns),
         raw_hop_p50_ms=percentile(hops, 50) * 1000,
         raw_hop_p95_ms=percentile(hops, 95) * 1000,
+        first_turn=first[0] if first and warmup else None,
     )
 
 
@@ -144,6 +153,10 @@ def bench(
         f"raw redis-py XADD -> XREADGROUP hop on the same Redis: p50 {report.raw_hop_p50_ms:.1f} "
         f"ms, p95 {report.raw_hop_p95_ms:.1f} ms (a turn has 3 hops)"
     )
+    if report.first_turn is not None and "voice-to-voice" in report.first_turn.parts:
+        started = "after the stages started" if not settings.redis_url else "of this bench"
+        first_ms = report.first_turn.parts["voice-to-voice"] * 1000
+        out.print(f"first turn {started} (warm-up, not in the table): {first_ms:.0f} ms")
     out.print(
         f"preemptive turns (transcript out before the end of turn): {report.preemptive_turns} "
         f"of {len(report.turns)}; replies prepared and thrown away (the user went on): "

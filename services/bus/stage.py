@@ -211,12 +211,19 @@ class Checkpointed(Generic[S]):
         return stage.bus.state(self.name, self.model)
 
 
+YIELD_NICENESS = 10
+
+
 class Stage:
     """Subclass it: a name, handlers with @consumes, Publishes and Checkpointed beside them."""
 
     name: ClassVar[str]
     interruptible: ClassVar[bool] = False
     """The runtime drops late messages of interrupted turns and calls on_interrupt."""
+    yields_cpu: ClassVar[bool] = False
+    """Not in a turn's path from the user's voice to the reply's first audio: its process
+    runs at a lower CPU priority (nice YIELD_NICENESS), so on a small machine it never
+    slows a turn down."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

@@ -14,6 +14,7 @@ from rich.text import Text
 from services.bus import StageRuntime
 from services.bus.server import redis_for
 from services.bus.settings import BusSettings
+from services.bus.stage import YIELD_NICENESS
 from services.cli.common import STATE_FILE, bus_settings, console, fail, out
 from services.errors import StageStartError
 from services.gateway.settings import GatewaySettings
@@ -58,6 +59,8 @@ def run(
         stage_cls = stage_class(stage)
     except (KeyError, StageStartError) as exc:
         raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    if stage_cls.yields_cpu:
+        os.nice(YIELD_NICENESS)  # nothing of a turn's path waits for this stage
     settings = bus_settings()
     telemetry = telemetry_settings(metrics_port)
     standby = os.environ.get(STANDBY_ENV) == "1"

@@ -55,6 +55,7 @@ FORMATS: dict[type[Envelope], Callable[[Any], str]] = {
 
 class MonitorStage(Stage):
     name = "monitor"
+    yields_cpu = True  # see Stage.yields_cpu
 
     def __init__(self, bus: Any) -> None:
         super().__init__(bus)

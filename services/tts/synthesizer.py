@@ -3,7 +3,7 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from contracts.tts import PhonemeTiming
 from services.models.bundled import PIPER_VOICES, piper_voice_paths
@@ -70,12 +70,27 @@ def aligned_voice(model: Path) -> Path:
     return target
 
 
+def _session(model: Path, threads: int) -> Any:
+    """Piper's onnxruntime session with a set number of threads (Piper's own takes one per
+    core, which competes with the LLM writing the next sentence on a small machine)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
 class PiperSynthesizer:
     def __init__(self, settings: TtsSettings) -> None:
         from piper import PiperVoice, SynthesisConfig
 
         model, config = _voice_paths(settings.voice)
-        self._voice = PiperVoice.load(aligned_voice(model), config)
+        aligned = aligned_voice(model)
+        self._voice = PiperVoice.load(aligned, config)
+        self._voice.session = _session(aligned, settings.piper_threads)
         self.sample_rate: int = self._voice.config.sample_rate
         variation = settings.variation
         self._config = SynthesisConfig(
