@@ -247,7 +247,14 @@ async def run_live(
 
 
 def report_live(settings: AsrSettings, run: LiveRun, factors: list[float]) -> None:
-    wait_s = settings.end_silence_ms / 1000
+    # The silence a finished turn waits: with smart-turn, the final usually comes before it
+    # (preemptive), so "minus" can be negative.
+    wait_name, wait_ms = (
+        ("end_silence_ms", settings.end_silence_ms)
+        if settings.end_of_turn == "silence"
+        else ("finished_silence_ms", settings.finished_silence_ms)
+    )
+    wait_s = wait_ms / 1000
     totals, after, to_endpoint, from_endpoint, errors = [], [], [], [], []
     print(f"\n  {'#':>2} {'audio':>6} {'end->final':>10} {'->endpoint':>10} {'WER':>5}  transcript")
     for n, s in enumerate(run.sent, 1):
@@ -276,7 +283,7 @@ def report_live(settings: AsrSettings, run: LiveRun, factors: list[float]) -> No
         f"\n  {len(run.finals)} finals for {len(run.sent)} utterances, {len(unmatched)} unmatched"
     )
     print(f"  end of speech -> asr.final       {summary(totals, ' ms', 1000)}")
-    print(f"    minus end_silence_ms ({settings.end_silence_ms} ms)  {summary(after, ' ms', 1000)}")
+    print(f"    minus {wait_name} ({wait_ms} ms)  {summary(after, ' ms', 1000)}")
     print("    measured with asr.speech end (the stage saw the endpoint):")
     print(f"      end of speech -> endpoint    {summary(to_endpoint, ' ms', 1000)}")
     print(f"      endpoint -> asr.final        {summary(from_endpoint, ' ms', 1000)}")
@@ -294,7 +301,7 @@ def main() -> None:
     print(
         f"asr latency: model {settings.model} ({settings.compute_type}, {settings.device}, "
         f"{settings.cpu_threads} threads, beam {settings.beam_size}), vad {settings.vad}, "
-        f"end_silence_ms {settings.end_silence_ms}, speculate_after_ms "
+        f"end of turn {settings.end_of_turn}, speculate_after_ms "
         f"{settings.speculate_after_ms}, {args.utterances} utterances"
     )
     warmup, *utterances = synthesize([WARMUP, *texts])

@@ -11,6 +11,7 @@ faster-whisper's own path.
 """
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -142,5 +143,25 @@ class FasterWhisperRecognizer:
         language = self.settings.language or "en"
         if result.no_speech_prob >= NO_SPEECH_PROBABILITY or logprob <= GUESSING_LOGPROB:
             return Transcript("", language, 0.0)
-        text = tokenizer.decode(tokens).strip()
+        text = without_loops(tokenizer.decode(tokens).strip())
         return Transcript(text, language, min(1.0, max(0.0, math.exp(logprob))) if text else 0.0)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def without_loops(text: str) -> str:
+    """Whisper's loop, undone: a sentence said again right after itself, or a last
+    fragment that starts the first sentence over ("Goodbye. Goodbye.", "The number is
+    not answering. The"). Greedy decoding in a short window does this on short clean
+    clips; faster-whisper's long path catches it by compression ratio and retries."""
+    sentences = _SENTENCE_END.split(text)
+    kept: list[str] = []
+    for sentence in sentences:
+        if kept and sentence.lower() == kept[-1].lower():
+            continue
+        kept.append(sentence)
+    last = kept[-1]
+    if len(kept) > 1 and last[-1:] not in ".!?" and kept[0].lower().startswith(last.lower()):
+        kept.pop()
+    return " ".join(kept)

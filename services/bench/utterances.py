@@ -1,4 +1,10 @@
-"""The bench's spoken questions: synthesized with the bundled Piper voice, repeatably."""
+"""The bench's spoken questions: synthesized with the bundled Piper voice, repeatably.
+
+Two of them pause in the middle, as people do: "Hi there." then a question 0.35 s later
+(the pause sounds final, so a reply is prepared for "Hi there." and thrown away when the
+user goes on: the bench counts it), and a hesitation ("um,") with 0.8 s of silence, which
+must not end the turn.
+"""
 
 from dataclasses import dataclass
 
@@ -30,6 +36,29 @@ QUESTIONS = (
 
 
 @dataclass(frozen=True)
+class Paused:
+    """An utterance said in two parts with a pause between them."""
+
+    before: str
+    pause_s: float
+    after: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.before} {self.after}"
+
+
+PAUSED = (
+    Paused("Hi there.", 0.35, "Can you tell me a joke?"),
+    Paused("I was wondering, um,", 0.8, "what is your favourite movie?"),
+)
+SPOKEN: tuple[str | Paused, ...] = (
+    *QUESTIONS[:5], PAUSED[0], *QUESTIONS[5:10], PAUSED[1], *QUESTIONS[10:]
+)  # fmt: skip
+"""What the bench says, in order (cycling): the questions, with the paused ones among them."""
+
+
+@dataclass(frozen=True)
 class Utterance:
     text: str
     pcm: bytes  # 16 kHz mono s16le, with a short lead-in of silence
@@ -46,20 +75,34 @@ def speech_end(samples: np.ndarray) -> int:
 
 
 def synthesize(count: int) -> list[Utterance]:
-    """`count` questions (cycling through QUESTIONS) spoken by the bundled Piper voice."""
+    """The first `count` of SPOKEN (cycling) spoken by the bundled Piper voice."""
     from piper import PiperVoice, SynthesisConfig
 
     from services.models.bundled import piper_voice_paths
 
     voice = PiperVoice.load(*piper_voice_paths("joe-us"))
     repeatable = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    made: dict[str, Utterance] = {}
-    for text in QUESTIONS[: min(count, len(QUESTIONS))]:
+
+    def spoken(text: str) -> np.ndarray:
         chunks = list(voice.synthesize(text, repeatable))
         audio = np.concatenate([c.audio_float_array for c in chunks])
-        audio = soxr.resample(audio, chunks[0].sample_rate, AUDIO_SAMPLE_RATE)
-        lead_in = np.zeros(int(LEAD_IN_S * AUDIO_SAMPLE_RATE), dtype=np.float32)
-        samples = np.concatenate([lead_in, audio.astype(np.float32)])
+        return np.asarray(soxr.resample(audio, chunks[0].sample_rate, AUDIO_SAMPLE_RATE))
+
+    def silence(seconds: float) -> np.ndarray:
+        return np.zeros(int(seconds * AUDIO_SAMPLE_RATE), dtype=np.float32)
+
+    made: dict[str, Utterance] = {}
+    for said in SPOKEN[: min(count, len(SPOKEN))]:
+        if isinstance(said, Paused):
+            parts = [spoken(said.before), silence(said.pause_s), spoken(said.after)]
+        else:
+            parts = [spoken(said)]
+        samples = np.concatenate([silence(LEAD_IN_S), *parts]).astype(np.float32)
         pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+        text = said.text if isinstance(said, Paused) else said
         made[text] = Utterance(text, pcm, speech_end(samples))
-    return [made[QUESTIONS[i % len(QUESTIONS)]] for i in range(count)]
+    return [made[_text(SPOKEN[i % len(SPOKEN)])] for i in range(count)]
+
+
+def _text(said: str | Paused) -> str:
+    return said.text if isinstance(said, Paused) else said

@@ -5,8 +5,10 @@ words replaced (word-whole, even across tokens); text goes out in tokens of at m
 MAX_TOKEN_CHARS. The final token carries the whole reply and its status.
 
 With a TakeoverCheck, text is held until its clause is complete (tts speaks whole clauses
-anyway) and the reply with it is checked before it goes out: a reply that shows a takeover
-raises TakeoverFound, and the caller says the safe reply instead of the rest.
+anyway; the reply's first unit as soon as tts's splitter would end it, often earlier, so
+the first audio comes sooner) and the reply with it is checked before it goes out: a
+reply that shows a takeover raises TakeoverFound, and the caller says the safe reply
+instead of the rest.
 
 Where the reply stands (tokens out, their text, the LLM text behind them, what the filters
 hold) is a ReplyProgress, checkpointed with each token: a replica that takes the turn over
@@ -25,6 +27,7 @@ from services.moderation import Moderator, StreamSanitizer
 from services.moderation.takeover import TakeoverCheck
 from services.policy.expressions import ExpressionFilter
 from services.policy.persona import Persona
+from services.tts.splitter import first_unit_end
 
 
 class ReplyProgress(BaseModel):
@@ -145,6 +148,8 @@ class ReplyStream:
         if not final:
             ends = [m.end() for m in CLAUSE_END.finditer(held)]
             cut = ends[-1] if ends else (len(held) if len(held) >= MAX_HELD_CHARS else 0)
+            if not progress.spoken.strip():
+                cut = max(cut, first_unit_end(held) or 0)
         ready, progress.clause_held = held[:cut], held[cut:]
         if ready.strip():
             reason = self.check.check(progress.spoken + ready)

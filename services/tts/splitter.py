@@ -25,6 +25,14 @@ _QUOTES = frozenset("\"'”\N{RIGHT SINGLE QUOTATION MARK}»」』")
 _CLOSERS = _QUOTES | frozenset(")]}")
 _OPENERS = "\"'“\N{LEFT SINGLE QUOTATION MARK}«([{「『"
 _CLAUSE_MARKS = frozenset(",;:")
+# Words a spoken phrase may start with: the first unit may end just before one (after
+# enough words), as a speaker takes a breath there: "The sky is blue | because ...".
+# Not "to", "of" or "that", which bind to the word before ("want to", "a lot of").
+_BREAK_BEFORE = frozenset(
+    ["and", "but", "or", "so", "because", "since", "which", "who", "when", "where", "while",
+     "if", "although", "though", "unless", "until", "with", "for", "from", "in", "on", "at",
+     "about", "like"]
+)  # fmt: skip
 _DASHES = frozenset("-\N{EN DASH}\N{EM DASH}")
 _CJK_CLAUSE_MARKS = frozenset("\N{FULLWIDTH COMMA}、\N{FULLWIDTH SEMICOLON}\N{FULLWIDTH COLON}")
 
@@ -84,8 +92,9 @@ def _tidy(unit: str) -> str:
 class SentenceSplitter:
     """Turns one streamed reply into speakable units; `flush` ends the reply.
 
-    The first unit of a reply may end early, at a clause boundary after at
-    least `first_fragment_words` words, to start the audio sooner. A unit that
+    The first unit of a reply may end early, at a clause boundary or before a word
+    that starts a phrase ("because", "and", "with") after at least
+    `first_fragment_words` words, to start the audio sooner. A unit that
     would exceed `max_chars` is cut at a clause boundary or a space instead
     (a single word longer than that is kept whole).
     """
@@ -162,6 +171,8 @@ class SentenceSplitter:
                 verdict = self._sentence_end(pos, final)
             elif first_unit and (char in _CLAUSE_MARKS or char in _DASHES):
                 verdict = self._clause_end(pos, final)
+            elif first_unit and char == " " and pos > 0 and buf[pos - 1].isalpha():
+                verdict = self._phrase_break(pos, final)
             else:
                 pos += 1
                 continue
@@ -258,6 +269,22 @@ class SentenceSplitter:
             return _Skip(pos + 1)  # "1, 2, 3" lists numbers, it does not end a clause
         return _Cut(pos + 1, pos + 1)
 
+    def _phrase_break(self, pos: int, final: bool) -> _Verdict:
+        """Judges the space at `pos` as an early end of the first unit: before a word
+        that starts a phrase, after enough words."""
+        buf = self._buf
+        if len(buf[:pos].split()) < self._first_words:
+            return _Skip(pos + 1)
+        start = pos + 1
+        end = start
+        while end < len(buf) and (buf[end].isalpha() or buf[end] == "'"):
+            end += 1
+        if end == len(buf) and not final:
+            return None  # the next word is not whole yet
+        if buf[start:end].lower() in _BREAK_BEFORE and end > start:
+            return _Cut(pos, pos)
+        return _Skip(pos + 1)
+
     def _forced_cut(self, final: bool) -> _Cut | None:
         """Cuts a unit that grew past max_chars without a boundary.
 
@@ -288,6 +315,18 @@ class SentenceSplitter:
             if buf[pos].isspace():
                 return _Cut(pos, pos)
         return _Cut(len(buf), len(buf)) if final else None
+
+
+def first_unit_end(text: str, first_fragment_words: int = 4, max_chars: int = 250) -> int | None:
+    """Where the first unit of a reply that begins with `text` ends (an index into it),
+    or None while more text could still change it. policy releases that much of a reply
+    as soon as it is known, so tts can speak it."""
+    splitter = SentenceSplitter(first_fragment_words, max_chars)
+    splitter._buf = text
+    cut = splitter._next_cut(final=False)
+    if cut is None:
+        return None
+    return cut.end + len(text) - len(text.lstrip())
 
 
 def split_text(text: str, first_fragment_words: int = 4, max_chars: int = 250) -> list[str]:

@@ -27,7 +27,7 @@ CASES: list[tuple[str, list[str]]] = [
     # abbreviations, multi-dot ones included
     (
         "I met Dr. Smith at 3 p.m. yesterday. He said hi.",
-        ["I met Dr. Smith at 3 p.m. yesterday.", "He said hi."],
+        ["I met Dr. Smith", "at 3 p.m. yesterday.", "He said hi."],
     ),
     (
         "Mr. and Mrs. Jones met Prof. Lee. Ms. Kay too.",
@@ -40,11 +40,11 @@ CASES: list[tuple[str, list[str]]] = [
     ("Bring fruit, e.g. apples. Or i.e. pears.", ["Bring fruit, e.g. apples.", "Or i.e. pears."]),
     (
         "Acme Inc. and Foo Ltd. merged with Bar Co. today. Big news.",
-        ["Acme Inc. and Foo Ltd. merged with Bar Co. today.", "Big news."],
+        ["Acme Inc. and Foo Ltd. merged", "with Bar Co. today.", "Big news."],
     ),
     ("Cats vs. dogs etc. is a classic. Yes.", ["Cats vs. dogs etc. is a classic.", "Yes."]),
     ("It takes approx. 5 minutes. Wait.", ["It takes approx. 5 minutes.", "Wait."]),
-    ("Item No. 5 is in Fig. 3 here. Done.", ["Item No. 5 is in Fig. 3 here.", "Done."]),
+    ("Item No. 5 is in Fig. 3 here. Done.", ["Item No. 5 is", "in Fig. 3 here.", "Done."]),
     ("He lives on Main St. near Mt. Hood. Nice.", ["He lives on Main St. near Mt. Hood.", "Nice."]),
     (
         "Martin Luther King Jr. and Sr. spoke. Wow.",
@@ -74,7 +74,10 @@ CASES: list[tuple[str, list[str]]] = [
         "Oh wow, that is a really great question, let me think.",
         ["Oh wow, that is a really great question,", "let me think."],
     ),
-    ("Yes, I can help with that. Let me check.", ["Yes, I can help with that.", "Let me check."]),
+    (
+        "Yes, I can help with that. Let me check.",
+        ["Yes, I can help", "with that.", "Let me check."],
+    ),
     (
         "First sentence here. Then, after that, more words, come here.",
         ["First sentence here.", "Then, after that, more words, come here."],
@@ -101,6 +104,26 @@ CASES: list[tuple[str, list[str]]] = [
     ("   ", []),
     ("", []),
 ]
+
+
+PHRASE_BREAKS: list[tuple[str, list[str]]] = [
+    # The first unit may end before a word that starts a phrase, after four words...
+    ("The sky is blue because it scatters.", ["The sky is blue", "because it scatters."]),
+    ("My cat and I went for a walk.", ["My cat and I went", "for a walk."]),
+    # ...not sooner, not before words that bind to the one before, and only the first unit.
+    ("I went for a walk.", ["I went for a walk."]),
+    ("I really want to go home. It is late and I am tired.",
+     ["I really want to go home.", "It is late and I am tired."]),
+    ("I love that game so much.", ["I love that game", "so much."]),
+    ("He is at home.", ["He is at home."]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "units"), PHRASE_BREAKS)
+def test_the_first_unit_ends_before_a_phrase_after_enough_words(
+    text: str, units: list[str]
+) -> None:
+    assert split_text(text) == units
 
 
 @pytest.mark.parametrize(("text", "units"), CASES)
