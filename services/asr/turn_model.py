@@ -145,7 +145,7 @@ class TurnJudge:
     """
 
     threshold: float = 0.5
-    lean: float = 0.15
+    lean: float = 0.05
 
     def judge(self, probability: float, text: str | None) -> TurnVerdict:
         if text is not None:

@@ -9,6 +9,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from services.errors import StageStartError
@@ -34,6 +35,10 @@ class Generation:
     temperature: float
     max_tokens: int
     seed: int
+    aside: bool = False
+    """Work beside the conversation (a memory summary): the embedded model does it in a
+    context of its own, so the conversation's prompt stays in its cache for the next turn
+    (a summary cancelled by a turn used to leave that turn ~400 tokens to evaluate again)."""
 
 
 class ChatBackend(Protocol):
@@ -67,6 +72,7 @@ class LlamaCppBackend:
     def __init__(self, settings: PolicySettings) -> None:
         self.settings = settings
         self._llm: Any = None
+        self._aside_llm: Any = None  # for Generation.aside, made on first use
         self._lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
         self._loading = asyncio.Lock()
 
@@ -77,7 +83,7 @@ class LlamaCppBackend:
 
     def _load(self) -> None:
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401 (the message below, rather than a traceback)
         except ImportError:
             raise BackendUnavailable(
                 "MARIONETTE_POLICY_BACKEND=llamacpp needs llama-cpp-python: "
@@ -86,16 +92,7 @@ class LlamaCppBackend:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         path = resolve_gguf(self.settings.model)
-        llm = Llama(
-            model_path=str(path),
-            n_ctx=self.settings.context_size,
-            n_threads=self.settings.threads,
-            # Mapped: a restarted stage (or a second replica) finds the file in the page
-            # cache, and loads in half the time. (The file was just written when its parts
-            # were joined, so even a first start seldom reads it from disk.)
-            use_mmap=True,
-            verbose=False,
-        )
+        llm = self._context(path)
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendUnavailable(
@@ -103,7 +100,7 @@ class LlamaCppBackend:
             )
 
         def special(token: int) -> str:
-            return llm.detokenize([token], special=True).decode(errors="replace")
+            return str(llm.detokenize([token], special=True).decode(errors="replace"))
 
         # The model's own template, as create_chat_completion uses it, rendered here so
         # that a reply can be continued from a prefix.
@@ -113,6 +110,29 @@ class LlamaCppBackend:
         )  # fmt: skip
         self._llm = llm
 
+    def _context(self, path: Path, n_batch: int = 512) -> Any:
+        from llama_cpp import Llama
+
+        return Llama(
+            model_path=str(path),
+            n_ctx=self.settings.context_size,
+            n_batch=n_batch,
+            n_threads=self.settings.threads,
+            # Mapped: a restarted stage (or a second replica, or the aside context) finds
+            # the file in the page cache and shares its pages. (The file was just written
+            # when its parts were joined, so even a first start seldom reads it from disk.)
+            use_mmap=True,
+            verbose=False,
+        )
+
+    def _for(self, options: Generation) -> Any:
+        if not options.aside:
+            return self._llm
+        if self._aside_llm is None:
+            # Small batches: its logits buffer is n_batch x vocabulary floats.
+            self._aside_llm = self._context(resolve_gguf(self.settings.model), PREFILL_BATCH)
+        return self._aside_llm
+
     def _prompt(self, messages: Messages, prefix: str, max_tokens: int) -> tuple[list[int], int]:
         rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
         text = rendered.prompt + prefix
@@ -120,13 +140,12 @@ class LlamaCppBackend:
         said = len(self._llm.tokenize(prefix.encode(), add_bos=False)) if prefix else 0
         return tokens, max(1, max_tokens - said)
 
-    def _prefill(self, prompt: list[int], stop: threading.Event) -> bool:
+    def _prefill(self, llm: Any, prompt: list[int], stop: threading.Event) -> bool:
         """Evaluate the prompt (all but its last token, which the completion evaluates
         to sample from) in batches of PREFILL_BATCH, reusing what the model's cache holds
         of it; False if stopped meanwhile. In one call to llama.cpp a long prompt could
         not be stopped: a summary or a warm-up, cancelled because a turn came, would make
         that turn wait for all of it (seconds on two cores)."""
-        llm = self._llm
         held = llm.input_ids[: llm.n_tokens]
         common = 0
         for cached, wanted in zip(held, prompt, strict=False):
@@ -152,10 +171,11 @@ class LlamaCppBackend:
             try:
                 with self._lock:
                     prompt, max_tokens = self._prompt(messages, prefix, options.max_tokens)
-                    if not self._prefill(prompt, stop):
+                    llm = self._for(options)
+                    if not self._prefill(llm, prompt, stop):
                         loop.call_soon_threadsafe(queue.put_nowait, None)
                         return
-                    chunks = self._llm.create_completion(
+                    chunks = llm.create_completion(
                         prompt=prompt,
                         temperature=options.temperature,
                         max_tokens=max_tokens,

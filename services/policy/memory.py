@@ -32,11 +32,16 @@ class Message(BaseModel):
     interrupted: bool = False  # the user talked over it: content is what they heard
     author: str | None = None  # who said a user message (None: the microphone)
     said: str | None = None  # a user message as written, for moderation's view of a session
+    generated: str | None = None  # a reply as the LLM wrote it, when it was said as written
 
     def for_prompt(self) -> dict[str, str]:
         # A dash, as in a script, tells the model the line was cut off there.
-        content = f"{self.content}—" if self.interrupted else self.content
-        return {"role": self.role, "content": content}
+        if self.interrupted:
+            return {"role": self.role, "content": f"{self.content}—"}
+        # The LLM's own text (its expression tags in place) is what its cache holds
+        # after the turn: the next prompt then matches it up to the new line, and only
+        # the new line is evaluated (~25 tokens, not the whole reply again).
+        return {"role": self.role, "content": self.generated or self.content}
 
 
 class Memory(BaseModel):
@@ -57,13 +62,15 @@ class Memory(BaseModel):
         *,
         author: str | None = None,
         said: str | None = None,
+        generated: str | None = None,
     ) -> None:
         """A turn: what the user said (as the prompt put it, and as written) and the reply,
-        once (a turn redone after a crash is not remembered twice)."""
+        once (a turn redone after a crash is not remembered twice). generated: the reply
+        as the LLM wrote it, if it was said as written (tags aside)."""
         if any(m.turn_id == turn_id for m in self.messages):
             return
         self.add(Message(role="user", content=said_to, turn_id=turn_id, author=author, said=said))
-        self.add(Message(role="assistant", content=reply, turn_id=turn_id))
+        self.add(Message(role="assistant", content=reply, turn_id=turn_id, generated=generated))
 
     def lines_of(self, author: str | None, count: int) -> list[str]:
         """The last lines one author wrote (None: the microphone), oldest first."""

@@ -31,6 +31,7 @@ each (the first to claim its message id), under the session's lock.
 
 import asyncio
 import logging
+import re
 import time
 import zlib
 from collections import OrderedDict
@@ -103,6 +104,18 @@ RECENT_LINES = 6
 """The session's recent lines a reply is checked against (names and phrases viewers gave)."""
 SUPERSEDED_KEPT = 1024
 """Superseded turns remembered (in memory only), so none is put back into memory late."""
+
+
+_TAG = re.compile(r"\[[^\]\n]{1,40}\]")
+
+
+def said_as_written(progress: ReplyProgress, said: str) -> str | None:
+    """The LLM's text of a reply that was said as it wrote it (its expression tags aside:
+    nothing bleeped, replaced or cut), else None: memory then prompts with what was said."""
+    if progress.status != "ok" or progress.takeover is not None:
+        return None
+    written = progress.generated
+    return written if _TAG.sub(" ", written).split() == said.split() else None
 
 
 @dataclass(frozen=True)
@@ -260,8 +273,9 @@ class PolicyStage(Stage):
                 return said  # the user went on: the next turn has all their words
             author = self.author_in_prompt(turn, persona)
             memory.remember(
-                turn.turn_id, turn.as_user_message(author), said, author=turn.author, said=turn.text
-            )
+                turn.turn_id, turn.as_user_message(author), said, author=turn.author,
+                said=turn.text, generated=said_as_written(progress, said),
+            )  # fmt: skip
             await self.memories.save(turn.session_id, memory)
             self.replies.forget(turn.session_id, turn.turn_id)
             if self._fold_due(memory):
@@ -491,7 +505,7 @@ class PolicyStage(Stage):
             {"role": "system", "content": SUMMARY_PROMPT},
             {"role": "user", "content": f"Summary so far: {memory.summary}\n\n{transcript}"},
         ]
-        options = Generation(0.0, 120, 0)
+        options = Generation(0.0, 120, 0, aside=True)
         try:
             memory.summary = (await complete(self.backend, request, options)).strip()[:2000]
         except BackendFailed as exc:

@@ -36,7 +36,7 @@ def backend_with(llm: FakeLlama) -> LlamaCppBackend:
 def test_the_cached_prefix_is_kept_and_only_the_rest_evaluated_in_batches() -> None:
     prompt = list(range(1, 301))
     llm = FakeLlama(cached=[*prompt[:100], 999, 998])  # a turn's prompt, then its reply
-    assert backend_with(llm)._prefill(prompt, threading.Event())
+    assert backend_with(llm)._prefill(llm, prompt, threading.Event())
     evaluated = [t for batch in llm.batches for t in batch]
     assert evaluated == prompt[100:-1], "the shared 100 kept; the last left to sample from"
     assert all(len(b) <= PREFILL_BATCH for b in llm.batches)
@@ -46,13 +46,13 @@ def test_the_cached_prefix_is_kept_and_only_the_rest_evaluated_in_batches() -> N
 def test_a_stop_between_batches_ends_the_evaluation() -> None:
     stop = threading.Event()
     llm = FakeLlama(cached=[], on_eval=stop)  # stopped as the first batch ends
-    assert not backend_with(llm)._prefill(list(range(1, 1001)), stop)
+    assert not backend_with(llm)._prefill(llm, list(range(1, 1001)), stop)
     assert len(llm.batches) == 1, "a cancelled summary keeps the model for one batch at most"
 
 
 def test_a_prompt_the_cache_holds_whole_is_not_evaluated_again() -> None:
     prompt = [5, 6, 7, 8]
     llm = FakeLlama(cached=prompt)
-    assert backend_with(llm)._prefill(prompt, threading.Event())
+    assert backend_with(llm)._prefill(llm, prompt, threading.Event())
     assert llm.batches == []
     assert llm.n_tokens == 3, "the last token is evaluated again to sample from"

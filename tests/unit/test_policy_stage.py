@@ -208,6 +208,9 @@ async def test_unsafe_words_are_bleeped_even_when_split_over_tokens() -> None:
     policy = harness(ScriptedBackend(["Oh ", "sh", "it, ", "that ", "was close"]))
     final = final_of(await policy.send(chat("did you win?")))
     assert final.reply_text == "Oh beep, that was close"
+    # The next prompt shows the reply as it was said, not the word the LLM wrote.
+    memory = await memory_of(policy)
+    assert memory.as_prompt()[-1] == {"role": "assistant", "content": "Oh beep, that was close"}
 
 
 async def test_a_long_token_goes_out_in_pieces_the_contract_allows() -> None:
@@ -328,7 +331,7 @@ async def test_a_turn_is_remembered_once_and_goes_into_the_next_prompt() -> None
     last_prompt = backend.replies_asked[-1][0]
     assert last_prompt[-3:] == [
         {"role": "user", "content": "bob (in chat): «my cat is Pickles»"},
-        {"role": "assistant", "content": SAID},
+        {"role": "assistant", "content": "".join(REPLY)},  # as written: what the cache holds
         {"role": "user", "content": "bob (in chat): «what is my cat called?»"},
     ]
     assert {t.message_id for t in tokens_of(policy.published(), "t1")} == {
@@ -524,7 +527,8 @@ async def test_older_messages_fold_into_a_summary_that_is_kept_and_prompted() ->
     assert warmed[-1]["role"] != "user"
     assert last_turn[: len(warmed)] == warmed
     assert last_turn[-1]["content"] == "bob (in chat): «what colour is my bike?»"
-    assert last_turn[-2] == {"role": "assistant", "content": "Okay!"}, "memory holds what was said"
+    # The reply as the LLM wrote it (its tag in place), which the model's cache holds.
+    assert last_turn[-2] == {"role": "assistant", "content": "[happy] Okay!"}
 
 
 class SlowSummaryBackend(ScriptedBackend):
