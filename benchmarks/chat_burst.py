@@ -326,7 +326,7 @@ async def full_voice(bus: BusSettings, client: Redis, session: str) -> AsyncIter
     from services.bench.utterances import synthesize
 
     utterances = synthesize(len(QUESTIONS))
-    streams = TurnStreams.of(client, session, bus.partitions)
+    streams = await TurnStreams.of(client, session, bus.partitions)
     async with Producer(bus, "bench-mic", [AUDIO_FRAME]) as producer:
         mic = Microphone(producer, session)
         streaming = asyncio.create_task(mic.stream())

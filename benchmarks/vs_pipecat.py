@@ -220,7 +220,7 @@ def marionette(log: Path) -> Iterator[BusSettings]:
             out.write(f"{stage:>8} | {line}\n")
             out.flush()
 
-        with local_system(bus, dict.fromkeys(BENCH_STAGES, 1), write) as (live, _):
+        with local_system(bus, dict.fromkeys(BENCH_STAGES, 1), write, spares=False) as (live, _):
             yield live
 
 

@@ -106,6 +106,18 @@ class Supervisor:
         self.spares = spares
         self._lock = threading.Lock()  # one line at a time from the pump threads
 
+    def settled(self) -> bool:
+        """Every child serves and, with spares, every spare is prepared: nothing is
+        loading any more (a spare loading its models beside a turn slows that turn)."""
+        for child in self.children.values():
+            if child.finished:
+                continue
+            if child.ready_at is None:
+                return False
+            if self.spares and (child.spare is None or not child.spare.prepared):
+                return False
+        return True
+
     def start(self) -> None:
         for child in self.children.values():
             self._serve(child, self._spawn(child, standby=False))

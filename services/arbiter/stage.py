@@ -83,6 +83,7 @@ from services.arbiter.queue import (
 from services.arbiter.settings import ArbiterSettings, load_arbiter_settings
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
 from services.bus.fencing import Fenced
+from services.bus.stage import BACKGROUND_NICENESS
 from services.moderation import Moderator
 
 log = logging.getLogger("marionette.arbiter")
@@ -103,7 +104,7 @@ class Served:
 
 class ArbiterStage(Stage):
     name = "arbiter"
-    yields_cpu = True  # see Stage.yields_cpu
+    niceness = BACKGROUND_NICENESS  # not in a turn's path: see Stage.niceness
     decisions = Publishes(ARBITER_DECISION)
     chosen = Publishes(CHAT_MESSAGE)
     verdicts = Publishes(MODERATION)

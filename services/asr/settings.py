@@ -65,7 +65,7 @@ class AsrSettings(MarionetteSettings):
         default=1000, ge=200, description="New speech between two interim transcripts."
     )
     speculate_after_ms: int = Field(
-        default=150,
+        default=100,
         ge=0,
         description="Silence after which the final transcript (and the end-of-turn decision) "
         "starts, before the end of turn.",

@@ -22,6 +22,7 @@ from services.avatar.mouth import mouth_track
 from services.avatar.settings import AvatarSettings
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
 from services.bus.fencing import Fenced
+from services.bus.stage import BACKGROUND_NICENESS
 from services.settings import load_settings
 
 log = logging.getLogger("marionette.avatar")
@@ -42,7 +43,7 @@ class Face(BaseModel):
 
 class AvatarStage(Stage):
     name = "avatar"
-    yields_cpu = True  # see Stage.yields_cpu
+    niceness = BACKGROUND_NICENESS  # not in a turn's path: see Stage.niceness
     interruptible = True
     expressions = Publishes(AVATAR_EXPR)
     mouths = Checkpointed(TurnMouth)

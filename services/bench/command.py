@@ -85,7 +85,10 @@ def pipeline(bus: BusSettings, log_path: Path) -> Iterator[BusSettings]:
             log.write(f"{stage:>8} | {line}\n")
             log.flush()
 
-        with local_system(bus, dict.fromkeys(BENCH_STAGES, 1), write) as (live, _):
+        # No spares: they only matter when a stage dies, and loading theirs would compete
+        # with the first turns.
+        stages = dict.fromkeys(BENCH_STAGES, 1)
+        with local_system(bus, stages, write, spares=False) as (live, _):
             yield live
 
 

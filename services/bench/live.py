@@ -9,6 +9,7 @@ follows the turn that replaced it.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -68,11 +69,16 @@ class TurnStreams:
     tokens: "StreamWatcher"
     chunks: "StreamWatcher"
     progress: "StreamWatcher"
+    playback: bool = True  # a playback stage runs: a turn ends when its reply has played
 
     @classmethod
-    def of(cls, client: Redis, session: str, partitions: int) -> "TurnStreams":
+    async def of(cls, client: Redis, session: str, partitions: int) -> "TurnStreams":
         topics = (ASR_FINAL, ASR_SPEECH, CONTROL, POLICY_TOKEN, TTS_CHUNK, PLAYBACK_PROGRESS)
-        return cls(*(StreamWatcher(client, topic, session, partitions) for topic in topics))
+        finals, speech, controls, tokens, chunks, progress = (
+            StreamWatcher(client, topic, session, partitions) for topic in topics
+        )
+        playback = await has_playback(client, partitions)
+        return cls(finals, speech, controls, tokens, chunks, progress, playback)
 
 
 class StreamWatcher:
@@ -156,19 +162,22 @@ async def wait_for_stages(
 
 
 async def _listen_to_the_end(progress: StreamWatcher, turn_id: str) -> None:
-    """Like a viewer, speak again only once the reply has played (where playback runs)."""
-    playing = False
+    """Like a viewer, speak again only once the reply has played (a preemptive reply may
+    be all synthesized before playback even starts it)."""
     deadline = time.monotonic() + TURN_TIMEOUT_S
     while time.monotonic() < deadline:
         for message, _ in await progress.new():
-            if message.turn_id != turn_id:
-                continue
-            playing = True
-            if playback_ended(message):
+            if message.turn_id == turn_id and playback_ended(message):
                 return
-        if not playing:
-            return  # no playback stage in this system
         await asyncio.sleep(0.1)
+
+
+async def has_playback(client: Redis, partitions: int) -> bool:
+    """Whether a playback stage reads tts.chunk (its consumer group is there)."""
+    with contextlib.suppress(Exception):
+        groups = await client.xinfo_groups(streams_of(TTS_CHUNK, partitions)[0])
+        return any(g["name"].decode() == "playback" for g in groups)
+    return False
 
 
 async def _heard_turn(
@@ -233,7 +242,8 @@ async def one_turn(mic: "Microphone", utterance: Utterance, streams: TurnStreams
     if first_token is None or first_chunk is None:
         result.error = "the reply had no tokens or no audio"
         return result
-    await _listen_to_the_end(streams.progress, result.turn_id)
+    if streams.playback:
+        await _listen_to_the_end(streams.progress, result.turn_id)
     # The frame holding the last speech sample was added when it was full; the speech
     # itself ended that much earlier.
     samples_after = FRAME_BYTES // 2 - end_sample % (FRAME_BYTES // 2)
@@ -255,7 +265,7 @@ async def run_turns(
     results: list[TurnResult] = []
     try:
         await wait_for_stages(client, bus.partitions)
-        streams = TurnStreams.of(client, session, bus.partitions)
+        streams = await TurnStreams.of(client, session, bus.partitions)
         async with producer:
             mic = Microphone(producer, session)
             streaming = asyncio.create_task(mic.stream())

@@ -211,7 +211,7 @@ class Checkpointed(Generic[S]):
         return stage.bus.state(self.name, self.model)
 
 
-YIELD_NICENESS = 10
+BACKGROUND_NICENESS = 10
 
 
 class Stage:
@@ -220,10 +220,11 @@ class Stage:
     name: ClassVar[str]
     interruptible: ClassVar[bool] = False
     """The runtime drops late messages of interrupted turns and calls on_interrupt."""
-    yields_cpu: ClassVar[bool] = False
-    """Not in a turn's path from the user's voice to the reply's first audio: its process
-    runs at a lower CPU priority (nice YIELD_NICENESS), so on a small machine it never
-    slows a turn down."""
+    niceness: ClassVar[int] = 0
+    """Its process's CPU priority (os.nice): above 0 for a stage that must give way on a
+    small machine. Stages outside a turn's path from the user's voice to the first audio
+    (avatar, monitor, arbiter) take BACKGROUND_NICENESS; policy a little (while tts
+    speaks the first unit, the LLM writing the next one can wait)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

@@ -14,7 +14,6 @@ from rich.text import Text
 from services.bus import StageRuntime
 from services.bus.server import redis_for
 from services.bus.settings import BusSettings
-from services.bus.stage import YIELD_NICENESS
 from services.cli.common import STATE_FILE, bus_settings, console, fail, out
 from services.errors import StageStartError
 from services.gateway.settings import GatewaySettings
@@ -59,8 +58,8 @@ def run(
         stage_cls = stage_class(stage)
     except (KeyError, StageStartError) as exc:
         raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
-    if stage_cls.yields_cpu:
-        os.nice(YIELD_NICENESS)  # nothing of a turn's path waits for this stage
+    if stage_cls.niceness > 0:
+        os.nice(stage_cls.niceness)
     settings = bus_settings()
     telemetry = telemetry_settings(metrics_port)
     standby = os.environ.get(STANDBY_ENV) == "1"
@@ -186,8 +185,8 @@ def up(
 
 
 def announce_ready(commands: dict[str, list[str]], after_s: float) -> None:
-    """Every stage serves, its models loaded and warmed up: the first turn is as fast as
-    any other from now on."""
+    """Every stage serves, its models loaded and warmed up, and every spare is prepared:
+    the first turn is as fast as any other from now on."""
     how = []
     if "capture" in commands:
         how.append("speak (or the sample input plays)")
@@ -225,16 +224,12 @@ def _supervise(
             "shows the latest turns"
         )
     greeted = not demo
-    waiting = set(commands)
     started = time.monotonic()
+    announced = False
 
     def on_ready(child: object) -> None:
         nonlocal greeted
         name = getattr(child, "name", "")
-        if name in waiting:
-            waiting.discard(name)
-            if not waiting:
-                announce_ready(commands, time.monotonic() - started)
         if not greeted and "policy" in name:
             greeted = True
             from services.cli.inputs import send_chat
@@ -258,6 +253,9 @@ def _supervise(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             supervisor.poll()
+            if not announced and supervisor.settled():
+                announced = True
+                announce_ready(commands, time.monotonic() - started)
             stopping.wait(0.05)
     except StageFailed as exc:
         failure = exc

@@ -29,6 +29,7 @@ from contracts import (
 )
 from contracts.topics import Topic
 from services.bus import Stage, consumes
+from services.bus.stage import BACKGROUND_NICENESS
 
 console = Console(highlight=False)
 
@@ -55,7 +56,7 @@ FORMATS: dict[type[Envelope], Callable[[Any], str]] = {
 
 class MonitorStage(Stage):
     name = "monitor"
-    yields_cpu = True  # see Stage.yields_cpu
+    niceness = BACKGROUND_NICENESS  # not in a turn's path: see Stage.niceness
 
     def __init__(self, bus: Any) -> None:
         super().__init__(bus)

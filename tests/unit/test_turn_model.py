@@ -72,7 +72,7 @@ def test_an_unsure_model_and_a_finished_question_make_a_finished_turn() -> None:
 
 
 def test_below_the_lean_even_a_question_mark_is_not_enough() -> None:
-    assert not JUDGE.judge(0.05, "What game are you playing tonight?").complete
+    assert not JUDGE.judge(0.01, "What game are you playing tonight?").complete
 
 
 def test_an_unsure_model_without_an_ending_is_not_finished() -> None:
