@@ -349,10 +349,14 @@ class AsrStage(Stage):
             return listener.speculation is speculation
 
         async def think_ahead() -> Transcript | None:
+            # The model hears the audio while Whisper reads it (one thread beside its two):
+            # the decision is there as soon as the words are.
+            probability = asyncio.ensure_future(self._turn_probability(event.audio))
             transcript = await self._transcribe(event.audio, wanted)
             if transcript is None or not wanted():
+                probability.cancel()
                 return transcript
-            verdict = await self._judge(event.audio, transcript.text)
+            verdict = self._judge(await probability, transcript.text)
             if not wanted():
                 return transcript
             if verdict is not None:
@@ -387,12 +391,14 @@ class AsrStage(Stage):
         listener.speculation = speculation
         self._background(task)
 
-    async def _judge(self, pcm: bytes, text: str) -> TurnVerdict | None:
-        """Whether the turn sounds finished (None: end_of_turn is "silence")."""
+    async def _turn_probability(self, pcm: bytes) -> float | None:
         if self.turn_model is None:
             return None
-        probability = await asyncio.to_thread(self.turn_model.probability, pcm)
-        return self.judge.judge(probability, text)
+        return await asyncio.to_thread(self.turn_model.probability, pcm)
+
+    def _judge(self, probability: float | None, text: str) -> TurnVerdict | None:
+        """Whether the turn sounds finished (None: end_of_turn is "silence")."""
+        return None if probability is None else self.judge.judge(probability, text)
 
     async def _supersede(self, session: str, listener: SessionListener, *, go_on: bool) -> None:
         """Drop the preemptive turn: its reply is no longer wanted (an Interrupt, reason
@@ -431,7 +437,12 @@ class AsrStage(Stage):
         turn_id = listener.turn_id
 
         def wanted() -> bool:
-            return not listener.final_started and listener.turn_id == turn_id
+            # A pause's transcript (the speculation) goes first: a partial then is stale.
+            return (
+                not listener.final_started
+                and listener.turn_id == turn_id
+                and listener.speculation is None
+            )
 
         async def run() -> None:
             transcript = await self._transcribe(audio, wanted)

@@ -138,7 +138,7 @@ class Turn:
 
 class PolicyStage(Stage):
     name = "policy"
-    niceness = 4  # gives way to tts and asr on a small machine: see Stage.niceness
+    niceness = 8  # gives way to tts and asr on a small machine: see Stage.niceness
     tokens = Publishes(POLICY_TOKEN)
     verdicts = Publishes(MODERATION)
     replies = Checkpointed(ReplyProgress)
