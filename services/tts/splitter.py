@@ -26,12 +26,13 @@ _CLOSERS = _QUOTES | frozenset(")]}")
 _OPENERS = "\"'“\N{LEFT SINGLE QUOTATION MARK}«([{「『"
 _CLAUSE_MARKS = frozenset(",;:")
 # Words a spoken phrase may start with: the first unit may end just before one (after
-# enough words), as a speaker takes a breath there: "The sky is blue | because ...".
-# Not "to", "of" or "that", which bind to the word before ("want to", "a lot of").
+# enough words), as a speaker takes a breath there: "The sky is blue | because ...", or
+# after a long subject: "The tallest mountain in the world | is Mount Everest". Not "to",
+# "of" or "that", which bind to the word before ("want to", "a lot of").
 _BREAK_BEFORE = frozenset(
     ["and", "but", "or", "so", "because", "since", "which", "who", "when", "where", "while",
      "if", "although", "though", "unless", "until", "with", "for", "from", "in", "on", "at",
-     "about", "like"]
+     "about", "like", "is", "are", "was", "were"]
 )  # fmt: skip
 _DASHES = frozenset("-\N{EN DASH}\N{EM DASH}")
 _CJK_CLAUSE_MARKS = frozenset("\N{FULLWIDTH COMMA}、\N{FULLWIDTH SEMICOLON}\N{FULLWIDTH COLON}")

@@ -72,7 +72,7 @@ def aligned_voice(model: Path) -> Path:
 
 def _session(model: Path, threads: int) -> Any:
     """Piper's onnxruntime session with a set number of threads (Piper's own takes one per
-    core, which competes with the LLM writing the next sentence on a small machine)."""
+    core: on a large machine, more than a short unit can use)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

@@ -110,12 +110,14 @@ PHRASE_BREAKS: list[tuple[str, list[str]]] = [
     # The first unit may end before a word that starts a phrase, after four words...
     ("The sky is blue because it scatters.", ["The sky is blue", "because it scatters."]),
     ("My cat and I went for a walk.", ["My cat and I went", "for a walk."]),
+    ("The capital of France is Paris.", ["The capital of France", "is Paris."]),
     # ...not sooner, not before words that bind to the one before, and only the first unit.
     ("I went for a walk.", ["I went for a walk."]),
     ("I really want to go home. It is late and I am tired.",
      ["I really want to go home.", "It is late and I am tired."]),
     ("I love that game so much.", ["I love that game", "so much."]),
     ("He is at home.", ["He is at home."]),
+    ("My favourite colour is blue.", ["My favourite colour is blue."]),
 ]  # fmt: skip
 
 
