@@ -35,10 +35,10 @@ class TtsSettings(MarionetteSettings):
         default=2, ge=1, le=64, description="onnxruntime threads for Kokoro."
     )
     piper_threads: int = Field(
-        default=2, ge=1, le=64,
-        description="onnxruntime threads for Piper (a short unit: 84 ms with two threads, "
-        "147 ms with one, on two quiet cores; policy runs niced, so the LLM writing the "
-        "next sentence gives way).",
+        default=1, ge=1, le=64,
+        description="onnxruntime threads for Piper. A short unit takes 84 ms with two "
+        "threads and 147 ms with one on two quiet cores, but the LLM writes the next "
+        "sentence meanwhile: in the live bench two threads gave no sooner first audio.",
     )  # fmt: skip
     speed: float = Field(default=1.0, gt=0.25, le=4.0, description="Speaking rate; 1 is normal.")
     variation: float | None = Field(
