@@ -32,7 +32,7 @@ persona's leading emotion tag ([happy]) is taken out, pipecat's is the model's f
 of text (the tag's bracket), and pipecat's TTS drops the tag with a text transform.
 
 Where the comparison may favour one side (Marionette's settings as they were written):
-- End of turn: Marionette's asr runs Smart Turn v3.2 after 150 ms of silence and, when
+- End of turn: Marionette's asr runs Smart Turn v3.2 after 100 ms of silence and, when
   the turn sounds finished, publishes the transcript at once (preemptive): the reply is
   prepared while it waits out the rest (finished_silence_ms, 500 ms; 1.5 s when it sounds
   unfinished), and its first audio counts no earlier than that end ("held for end of
@@ -44,7 +44,8 @@ Where the comparison may favour one side (Marionette's settings as they were wri
 - Whisper: Marionette decodes greedily (beam_size 1) with 2 threads; pipecat's
   WhisperSTTService keeps faster-whisper's defaults (beam 5, 4 CTranslate2 threads on two
   cores) and pads each segment with 0.5 s of silence.
-- TTS: Marionette speaks the first clause as soon as it is complete (after 4 words);
+- TTS: Marionette speaks the first unit as soon as it is complete (a clause, or the words
+  before a phrase-starting word like "because", after 4 words);
   pipecat's TTS waits for a whole sentence (its default SENTENCE aggregation), and, when the
   reply is one sentence, for the end of the LLM's response.
 - pipecat runs in one process with no bus: Marionette pays its Redis hops and runs the
