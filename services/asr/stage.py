@@ -2,9 +2,10 @@
 control (barge-in) out.
 
 Per session, an Endpointer finds utterances. At the first short pause (speculate_after_ms)
-the final transcript starts, and then the end-of-turn decision (services.asr.turn_model:
-Smart Turn on the audio, and the transcript's last word): a turn that sounds finished ends
-after finished_silence_ms of silence, one that does not after unfinished_silence_ms.
+the final transcript starts, with the end-of-turn decision beside it (services.asr.
+turn_model: Smart Turn on the audio, then the transcript's last word): a turn that sounds
+finished ends after finished_silence_ms of silence, one that does not after
+unfinished_silence_ms.
 
 Preemptive turns: when the pause sounds final, the transcript goes out at once as a
 preemptive asr.final, so policy and tts prepare the reply while the silence is confirmed;
