@@ -13,6 +13,8 @@ from services.bus.redis_server import EmbeddedRedis
 from services.bus.settings import BusSettings
 from services.supervisor import Child, Supervisor, replica_names, stage_command
 
+WAIT_FOR_ASR = "MARIONETTE_CAPTURE_WAIT_FOR_ASR_S"
+
 
 def stage_children(
     stages: Mapping[str, int], metrics_port: int = 0
@@ -30,6 +32,9 @@ def stage_children(
             env[child] = {"MARIONETTE_REPLICA_ID": f"{stage}-{number}"}
             if stage == "gateway" and count > 1:  # the replicas answer on one port
                 env[child]["MARIONETTE_GATEWAY_SHARE_PORT"] = "1"
+            if stage == "capture" and "asr" in stages and WAIT_FOR_ASR not in os.environ:
+                # The sample (or the microphone) starts once asr is ready to hear it.
+                env[child][WAIT_FOR_ASR] = "180"
     return commands, env
 
 

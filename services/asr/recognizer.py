@@ -2,12 +2,14 @@
 
 Whisper's encoder is built for 30 s windows, and faster-whisper pads every clip to one:
 for a two-second question that padding is most of the work (tiny.en on two cores: ~280 ms
-of a ~350 ms transcription). CTranslate2 accepts a shorter window, so a clip shorter than
-`SHORT_WINDOW_S` is encoded in a shorter window: the clip plus `WINDOW_MARGIN_S` of
+of a ~350 ms transcription). CTranslate2 accepts a shorter window, so with `short_window`
+a clip shorter than `SHORT_WINDOW_S` is encoded in a shorter window: the clip plus
+`WINDOW_MARGIN_S` of
 silence, rounded up to a second. The margin matters: with 1-2 s, tiny.en heard "capital of
 France?" as "capital of friends?" and dropped question marks; with 6 s it heard all the
-bench's questions as the 30 s window does, in ~110 ms instead of ~350 ms. Longer clips take
-faster-whisper's own path.
+bench's questions as the 30 s window does, in ~110 ms instead of ~350 ms; but even 20 s
+did not hear the sample conversation's "capital of France" (it heard "friends"), so it is
+off by default. Longer clips take faster-whisper's own path.
 """
 
 import math
@@ -85,7 +87,8 @@ class FasterWhisperRecognizer:
 
     def transcribe(self, pcm: bytes) -> Transcript:
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        if self._tokenizer is not None and audio.size / 16_000 < SHORT_WINDOW_S:
+        short = self.settings.short_window and audio.size / 16_000 < SHORT_WINDOW_S
+        if self._tokenizer is not None and short:
             with self._lock:
                 return self._transcribe_short(audio, self._tokenizer)
         with self._lock:
@@ -113,6 +116,7 @@ class FasterWhisperRecognizer:
         """One greedy decode over a window just longer than the clip (see the module's
         docstring); the same filters as the long path."""
         import ctranslate2
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self._model
         features = model.feature_extractor(audio)[:, :-1]
@@ -136,7 +140,8 @@ class FasterWhisperRecognizer:
             return_no_speech_prob=True,
             max_length=len(prompt) + 8 + math.ceil(seconds * TOKENS_PER_S),
             suppress_blank=True,
-            suppress_tokens=[-1],
+            # faster-whisper's own set: Whisper's non-speech tokens and the task tokens.
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1]) or []),
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         logprob = float(result.scores[0])

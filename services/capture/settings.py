@@ -26,10 +26,10 @@ class CaptureSettings(MarionetteSettings):
     session_id: Identifier = Field(default="local", description="Session the audio belongs to.")
     frame_ms: Literal[10, 20, 30] = Field(default=20, description="Frame length in ms.")
     wait_for_asr_s: float = Field(
-        default=180.0, ge=0, le=3600,
+        default=0.0, ge=0, le=3600,
         description="Wait up to this long for asr to be running (its models loaded and "
         "warmed up) before capturing, so the first words are not queued behind its start; "
-        "0: capture at once.",
+        "0: capture at once. `marionette up` sets 180 when it starts asr too.",
     )  # fmt: skip
     stdin_rate: int = Field(default=16_000, ge=8_000, le=192_000, description="Rate of stdin PCM.")
     stdin_channels: int = Field(default=1, ge=1, le=8, description="Channels of stdin PCM.")

@@ -122,12 +122,14 @@ def up(tmp_path: Path, *args: str) -> str:
 
 
 def test_up_runs_on_embedded_defaults(tmp_path: Path) -> None:
-    """No REDIS_URL, no microphone: embedded Redis, the bundled sample, the bundled model."""
-    output = up(tmp_path, "--duration", "30")
+    """No REDIS_URL, no microphone: embedded Redis, the bundled sample, the bundled model.
+    The sample starts once asr is ready, so the time to load every model comes first."""
+    output = up(tmp_path, "--duration", "50")
     if "playing the bundled sample conversation" in output:  # else a microphone was found
         assert "Hello Marionette, how are you today?" in output, "the sample was heard"
         assert "What is the capital of France?" in output, "all of it"
         assert output.count("final ok:") >= 2, "both questions were answered"
+    assert "ready to talk" in output
 
 
 def test_up_demo_says_hello_in_chat_once_policy_is_ready(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def recognizer() -> FasterWhisperRecognizer:
-    return FasterWhisperRecognizer(AsrSettings())
+    return FasterWhisperRecognizer(AsrSettings(short_window=True))
 
 
 def test_the_short_window_hears_the_same_words_as_the_full_one(
