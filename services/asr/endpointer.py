@@ -185,6 +185,7 @@ class Endpointer:
         # Rounded to the chunk: 0.15 s of 20 ms chunks sums to 0.1499...
         if round(u.silence_s * 1000) >= u.end_ms or too_long:
             self._utterance = None
+            self._keep_as_preroll(u)
             events.append(SpeechEnded(u.start_s + u.last_voiced_chunks * self._chunk_s))
             if u.voiced_s * 1000 >= self.settings.min_speech_ms:
                 events.append(self._final(u, endpoint=True))
@@ -197,6 +198,15 @@ class Endpointer:
             u.speculated = True
             events.append(self._final(u, endpoint=False))
         return events
+
+    def _keep_as_preroll(self, u: _Utterance) -> None:
+        """The silence that ended an utterance is the next one's pre-roll: after a long
+        end-of-turn wait, a user who speaks again at once would otherwise lose the start
+        of their first word (and tiny.en then mishears it)."""
+        quiet = len(u.chunks) - u.last_voiced_chunks
+        first = len(u.chunks) - min(quiet, self._preroll.maxlen or 0)
+        for index in range(first, len(u.chunks)):
+            self._preroll.append((u.start_s + index * self._chunk_s, u.chunks[index], False))
 
     def _final(self, u: _Utterance, *, endpoint: bool) -> FinalReady:
         tail = round(TAIL_PAD_S / self._chunk_s)
