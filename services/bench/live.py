@@ -77,7 +77,7 @@ class TurnStreams:
         finals, speech, controls, tokens, chunks, progress = (
             StreamWatcher(client, topic, session, partitions) for topic in topics
         )
-        playback = await has_playback(client, partitions)
+        playback = await has_group(client, TTS_CHUNK, "playback", partitions)
         return cls(finals, speech, controls, tokens, chunks, progress, playback)
 
 
@@ -148,14 +148,7 @@ async def wait_for_stages(
     topic given: a stage creates them once loaded."""
     deadline = time.monotonic() + timeout_s
     for group, topic in stages.items():
-        stream = streams_of(topic, partitions)[0]
-        while True:
-            try:
-                groups = await client.xinfo_groups(stream)
-                if any(g["name"].decode() == group for g in groups):
-                    break
-            except Exception:
-                pass
+        while not await has_group(client, topic, group, partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"stage {group} did not start within {timeout_s:.0f} s")
             await asyncio.sleep(0.2)
@@ -172,11 +165,12 @@ async def _listen_to_the_end(progress: StreamWatcher, turn_id: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def has_playback(client: Redis, partitions: int) -> bool:
-    """Whether a playback stage reads tts.chunk (its consumer group is there)."""
+async def has_group(client: Redis, topic: Topic[Any], group: str, partitions: int) -> bool:
+    """Whether a stage reads the topic: its consumer group is on the topic's first stream
+    (a stage creates its groups once loaded)."""
     with contextlib.suppress(Exception):
-        groups = await client.xinfo_groups(streams_of(TTS_CHUNK, partitions)[0])
-        return any(g["name"].decode() == "playback" for g in groups)
+        groups = await client.xinfo_groups(streams_of(topic, partitions)[0])
+        return any(g["name"].decode() == group for g in groups)
     return False
 
 
