@@ -48,8 +48,15 @@ class TtsSettings(MarionetteSettings):
         description="Piper's noise scale: unset keeps the voice's own; 0 makes speech repeatable.",
     )
     first_fragment_words: int = Field(
-        default=4, ge=1, le=50, description="Words before the first clause may be spoken early."
-    )
+        default=4, ge=1, le=50,
+        description="Words before the first unit may end before a phrase ('The sky is blue | "
+        "because').",
+    )  # fmt: skip
+    first_clause_words: int = Field(
+        default=2, ge=1, le=50,
+        description="Words before the first unit may end at a comma, colon or dash ('Oh wow, "
+        "| that is great'): the voice pauses there anyway.",
+    )  # fmt: skip
     max_unit_chars: int = Field(
         default=250, ge=40, le=2000, description="Longest unit synthesized at once."
     )

@@ -93,19 +93,25 @@ def _tidy(unit: str) -> str:
 class SentenceSplitter:
     """Turns one streamed reply into speakable units; `flush` ends the reply.
 
-    The first unit of a reply may end early, at a clause boundary or before a word
-    that starts a phrase ("because", "and", "with") after at least
-    `first_fragment_words` words, to start the audio sooner. A unit that
+    The first unit of a reply may end early, to start the audio sooner: at a clause
+    mark after at least `first_clause_words` words ("Oh wow, | that is great"), where
+    the voice pauses anyway, or before a word that starts a phrase ("because", "and",
+    "with") after at least `first_fragment_words` words, where it does not. A unit that
     would exceed `max_chars` is cut at a clause boundary or a space instead
     (a single word longer than that is kept whole).
     """
 
-    def __init__(self, first_fragment_words: int = 4, max_chars: int = 250) -> None:
+    def __init__(
+        self, first_fragment_words: int = 4, max_chars: int = 250, first_clause_words: int = 2
+    ) -> None:
         if first_fragment_words < 0:
             raise ValueError("first_fragment_words must be >= 0")
+        if first_clause_words < 0:
+            raise ValueError("first_clause_words must be >= 0")
         if max_chars < 1:
             raise ValueError("max_chars must be >= 1")
         self._first_words = first_fragment_words
+        self._first_clause_words = first_clause_words
         self._max_chars = max_chars
         self._reset()
 
@@ -261,7 +267,7 @@ class SentenceSplitter:
             return _Skip(pos + 1) if final else None
         if not buf[pos + 1].isspace():
             return _Skip(pos + 1)  # "3,000", "10:30", "https:"
-        if len(buf[:pos].split()) < self._first_words:
+        if len(buf[:pos].split()) < self._first_clause_words:
             return _Skip(pos + 1)
         after = self._next_visible(pos + 1, final)
         if after is None:
@@ -318,11 +324,11 @@ class SentenceSplitter:
         return _Cut(len(buf), len(buf)) if final else None
 
 
-def first_unit_end(text: str, first_fragment_words: int = 4, max_chars: int = 250) -> int | None:
+def first_unit_end(text: str) -> int | None:
     """Where the first unit of a reply that begins with `text` ends (an index into it),
-    or None while more text could still change it. policy releases that much of a reply
-    as soon as it is known, so tts can speak it."""
-    splitter = SentenceSplitter(first_fragment_words, max_chars)
+    with the default settings, or None while more text could still change it. policy
+    releases that much of a reply as soon as it is known, so tts can speak it."""
+    splitter = SentenceSplitter()
     splitter._buf = text
     cut = splitter._next_cut(final=False)
     if cut is None:
@@ -330,7 +336,9 @@ def first_unit_end(text: str, first_fragment_words: int = 4, max_chars: int = 25
     return cut.end + len(text) - len(text.lstrip())
 
 
-def split_text(text: str, first_fragment_words: int = 4, max_chars: int = 250) -> list[str]:
+def split_text(
+    text: str, first_fragment_words: int = 4, max_chars: int = 250, first_clause_words: int = 2
+) -> list[str]:
     """The units of a whole reply: what a SentenceSplitter yields for it."""
-    splitter = SentenceSplitter(first_fragment_words, max_chars)
+    splitter = SentenceSplitter(first_fragment_words, max_chars, first_clause_words)
     return splitter.feed(text) + splitter.flush()

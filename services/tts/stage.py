@@ -89,7 +89,9 @@ class TtsStage(Stage):
 
     def _read(self, turn: TurnSpeech, token: PolicyToken) -> None:
         splitter = SentenceSplitter(
-            self.settings.first_fragment_words, self.settings.max_unit_chars
+            self.settings.first_fragment_words,
+            self.settings.max_unit_chars,
+            self.settings.first_clause_words,
         )
         splitter.restore(turn.splitter)
         units = splitter.feed(token.text)

@@ -37,7 +37,10 @@ CASES: list[tuple[str, list[str]]] = [
         "He moved to the U.S. last year. Then the U.K. too.",
         ["He moved to the U.S. last year.", "Then the U.K. too."],
     ),
-    ("Bring fruit, e.g. apples. Or i.e. pears.", ["Bring fruit, e.g. apples.", "Or i.e. pears."]),
+    (
+        "Bring fruit, e.g. apples. Or i.e. pears.",
+        ["Bring fruit,", "e.g. apples.", "Or i.e. pears."],
+    ),
     (
         "Acme Inc. and Foo Ltd. merged with Bar Co. today. Big news.",
         ["Acme Inc. and Foo Ltd. merged", "with Bar Co. today.", "Big news."],
@@ -72,7 +75,7 @@ CASES: list[tuple[str, list[str]]] = [
     # the early first fragment, and only the first
     (
         "Oh wow, that is a really great question, let me think.",
-        ["Oh wow, that is a really great question,", "let me think."],
+        ["Oh wow,", "that is a really great question, let me think."],
     ),
     (
         "Yes, I can help with that. Let me check.",
@@ -168,9 +171,18 @@ def test_flush_readies_the_next_reply() -> None:
     assert splitter.feed("Again one two three, four. ") == ["Again one two three,", "four."]
 
 
-def test_first_fragment_words() -> None:
+def test_first_clause_words() -> None:
     text = "Oh wow, that is great, really."
-    assert split_text(text, first_fragment_words=2) == ["Oh wow,", "that is great, really."]
+    assert split_text(text) == ["Oh wow,", "that is great, really."]
+    assert split_text(text, first_clause_words=4) == ["Oh wow, that is great,", "really."]
+    assert split_text(text, first_clause_words=100) == [text]
+    # One word is too short a unit: a clipped "Yes," then a gap while the rest is made.
+    assert split_text("Yes, I do love it.") == ["Yes, I do love it."]
+
+
+def test_first_fragment_words() -> None:
+    text = "Well I think so because it is."
+    assert split_text(text) == ["Well I think so", "because it is."]
     assert split_text(text, first_fragment_words=100) == [text]
 
 

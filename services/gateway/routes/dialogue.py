@@ -220,7 +220,9 @@ class Dialogue:
 
     def __post_init__(self) -> None:
         tts = load_settings(TtsSettings)  # cut as tts cuts, so text and audio match
-        self._splitter = SentenceSplitter(tts.first_fragment_words, tts.max_unit_chars)
+        self._splitter = SentenceSplitter(
+            tts.first_fragment_words, tts.max_unit_chars, tts.first_clause_words
+        )
 
     def ms(self) -> int:
         return round((time.monotonic() - self.began) * 1000)
