@@ -7,8 +7,10 @@ the reply played, through real processes.
 real VAD, WAV playback paced in real time). This script plays the other parts: it
 publishes a reply's tts.chunk messages (real Piper audio) as tts would, and a scripted
 microphone (services.bench.scripted_mic) sends real-time audio frames as capture would.
-Each trial starts a reply, waits a random 0.8 to 2 s into its audio, and speaks the
-sample's first question over it.
+Each trial starts a reply, waits a random 0.8 to 2 s into its audio (the first trial 0.8 s,
+the hardest: asr has not yet measured how loud the reply's echo is, and gates the user with
+its configured floor), and speaks the sample's first question over it. The draws are the
+same every run.
 
 barge-in: from the capture time of the first speech frame (the first 20 ms of the question
 within 40 dB of its loudest) to playback's `paused` report, which it publishes once the
@@ -31,7 +33,7 @@ import tempfile
 import time
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from redis.asyncio import Redis
@@ -42,7 +44,7 @@ from contracts import Control, Interrupt, Pause, PlaybackProgress, TtsChunk
 from contracts.topics import AUDIO_FRAME, CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK, Topic
 from services.bench.scripted_mic import ScriptedMic
 from services.bus import BusSettings, Producer, load_bus_settings
-from services.bus.partitions import streams_of
+from services.bus.partitions import stream_for, streams_of
 from services.bus.redis_server import EmbeddedRedis
 from services.bus.wire import StreamEntry, decode_entry
 from services.capture.stage import SAMPLE_CONVERSATION
@@ -58,6 +60,10 @@ REPLY = (
 RATE = 16_000
 PUBLISHES: list[Topic[Any]] = [AUDIO_FRAME, TTS_CHUNK, CONTROL]
 """What this script publishes, as capture, tts and a control panel would."""
+READY_TO_TALK = "ready to talk"
+"""What `marionette up` prints once every stage and spare is loaded and warmed up."""
+EARLIEST_S, LATEST_S = 0.8, 2.0
+"""How far into the reply's audio the user speaks (a uniform draw; the first trial earliest)."""
 
 
 def question() -> tuple[np.ndarray, float]:
@@ -71,22 +77,27 @@ def question() -> tuple[np.ndarray, float]:
 
 
 class Progress:
-    """playback.progress of the session, read back from Redis."""
+    """playback.progress of the session, read back from Redis as it is added: only the
+    session's partition, only the new entries. (Polled every 10 ms while a trial waits;
+    reading every partition from the start cost ~6 ms of CPU a poll by the end of a run,
+    a third of a core taken from the stages being measured.)"""
 
     def __init__(self, client: Redis, bus: BusSettings) -> None:
         self.client = client
         self.bus = bus
+        self.stream = stream_for(PLAYBACK_PROGRESS, SESSION, bus.partitions)
+        self.last_id = "0-0"
+        self.seen: list[PlaybackProgress] = []
 
     async def of(self, turn: str) -> list[PlaybackProgress]:
-        found: list[PlaybackProgress] = []
-        for stream in streams_of(PLAYBACK_PROGRESS, self.bus.partitions):
-            for entry_id, fields in await self.client.xrange(stream):
-                message = decode_entry(
-                    StreamEntry(stream, entry_id, fields), PLAYBACK_PROGRESS, 10**8
-                )
-                if message.envelope.turn_id == turn:
-                    found.append(message.envelope)  # type: ignore[arg-type]
-        return found
+        rows = await self.client.xrange(self.stream, min=f"({self.last_id}")
+        for entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], rows):
+            self.last_id = entry_id.decode()
+            message = decode_entry(
+                StreamEntry(self.stream, entry_id, fields), PLAYBACK_PROGRESS, 10**8
+            )
+            self.seen.append(message.envelope)  # type: ignore[arg-type]
+        return [progress for progress in self.seen if progress.turn_id == turn]
 
     async def wait(self, turn: str, state: str, timeout_s: float = 30) -> PlaybackProgress:
         deadline = time.monotonic() + timeout_s
@@ -100,7 +111,8 @@ class Progress:
     async def controls(self, turn: str) -> list[Control]:
         found: list[Control] = []
         for stream in streams_of(CONTROL, self.bus.partitions):
-            for entry_id, fields in await self.client.xrange(stream):
+            rows = await self.client.xrange(stream)
+            for entry_id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], rows):
                 message = decode_entry(StreamEntry(stream, entry_id, fields), CONTROL, 10**6)
                 if message.envelope.turn_id == turn:
                     found.append(message.envelope)  # type: ignore[arg-type]
@@ -121,13 +133,12 @@ async def barge_in_trial(
     mic: ScriptedMic,
     progress: Progress,
     spoken: tuple[np.ndarray, float],
+    into_reply_s: float,
 ) -> tuple[float, float]:
     turn = f"bench-t{n}"
     await start_reply(out, turn, speech)
     playing = await progress.wait(turn, "playing")
-    await asyncio.sleep(
-        max(0.0, playing.created_at.timestamp() + random.uniform(0.8, 2.0) - time.time())
-    )
+    await asyncio.sleep(max(0.0, playing.created_at.timestamp() + into_reply_s - time.time()))
     audio, onset_s = spoken
     onset = mic.say(audio) + onset_s
     paused = await progress.wait(turn, "paused")
@@ -139,14 +150,12 @@ async def barge_in_trial(
 
 
 async def baseline_trial(
-    out: Producer, n: int, speech: list[TtsChunk], progress: Progress
+    out: Producer, n: int, speech: list[TtsChunk], progress: Progress, into_reply_s: float
 ) -> float:
     turn = f"bench-b{n}"
     await start_reply(out, turn, speech)
     playing = await progress.wait(turn, "playing")
-    await asyncio.sleep(
-        max(0.0, playing.created_at.timestamp() + random.uniform(0.8, 2.0) - time.time())
-    )
+    await asyncio.sleep(max(0.0, playing.created_at.timestamp() + into_reply_s - time.time()))
     asked = time.time()
     await out.publish(
         Control(session_id=SESSION, turn_id=turn, seq=0, command=Pause(target_turn_id=turn))
@@ -160,7 +169,7 @@ async def baseline_trial(
 
 
 def reply_chunks() -> list[TtsChunk]:
-    synthesizer = make_synthesizer(TtsSettings(variation=0))  # type: ignore[call-arg]
+    synthesizer = make_synthesizer(TtsSettings(variation=0))
     chunks = []
     for index, text in enumerate(REPLY):
         speech = synthesizer.synthesize(text)
@@ -179,9 +188,18 @@ def reply_chunks() -> list[TtsChunk]:
     return chunks
 
 
-async def wait_ready(client: Redis, bus: BusSettings, process: "subprocess.Popen[bytes]") -> None:
-    """Until asr and playback read every partition of their ordered topics. (control has no
-    consumer group: every replica reads it from its start, and back control_history_s.)"""
+def said_ready(log: Path) -> bool:
+    return READY_TO_TALK in log.read_text(errors="replace")
+
+
+async def wait_ready(
+    client: Redis, bus: BusSettings, process: "subprocess.Popen[bytes]", log: Path
+) -> None:
+    """Until asr and playback read every partition of their ordered topics (control has no
+    consumer group: every replica reads it from its start, and back control_history_s), and
+    `marionette up` says it is ready to talk: its spares have loaded their models too. (A
+    spare asr loading Whisper on both cores beside the first trial once delayed asr's view
+    of the first reply by 55 ms instead of 2 to 7.)"""
     wanted = {
         AUDIO_FRAME.name: "asr", PLAYBACK_PROGRESS.name: "asr", TTS_CHUNK.name: "playback",
     }  # fmt: skip
@@ -197,7 +215,7 @@ async def wait_ready(client: Redis, bus: BusSettings, process: "subprocess.Popen
                 except Exception:
                     consumers = []
                 ready = ready and any(int(c["idle"]) < 10_000 for c in consumers)
-        if ready:
+        if ready and said_ready(log):
             return
         await asyncio.sleep(0.2)
     raise TimeoutError("the stages did not start in 180 s")
@@ -233,7 +251,10 @@ def report(console: Console, barge: list[tuple[float, float]], baseline: list[fl
     console.print(f"p95 {p95:.0f} ms {verdict} the 100 ms goal")
 
 
-def start_stages(bus: BusSettings, folder: Path) -> "subprocess.Popen[bytes]":
+def start_stages(
+    bus: BusSettings, folder: Path, settings: dict[str, str] | None = None
+) -> "subprocess.Popen[bytes]":
+    """`marionette up` with asr and playback; settings: more environment (MARIONETTE_*)."""
     env = {
         **os.environ,
         "REDIS_URL": bus.redis_url or "",
@@ -242,6 +263,7 @@ def start_stages(bus: BusSettings, folder: Path) -> "subprocess.Popen[bytes]":
         "MARIONETTE_PLAYBACK_WAV_DIR": str(folder / "playback"),
         "MARIONETTE_TELEMETRY_TRACES": "off",
         "PYTHONUNBUFFERED": "1",
+        **(settings or {}),
     }
     args = ["up", "--stage", "asr", "--stage", "playback", "--metrics-port", "0"]
     with (folder / "up.log").open("wb") as log:
@@ -251,30 +273,50 @@ def start_stages(bus: BusSettings, folder: Path) -> "subprocess.Popen[bytes]":
         )  # fmt: skip
 
 
+def moments(trials: int, seed: int, *, earliest_first: bool) -> list[float]:
+    """How far into the reply each trial speaks: uniform draws from a generator of its own
+    (the global one is also drawn by libraries, redis-py's retry jitter, so its draws
+    differed run to run)."""
+    draws = random.Random(seed)
+    drawn = [draws.uniform(EARLIEST_S, LATEST_S) for _ in range(trials)]
+    return [EARLIEST_S, *drawn[: trials - 1]] if earliest_first and trials else drawn
+
+
 async def measure(
-    bus: BusSettings, trials: int, console: Console, process: "subprocess.Popen[bytes]"
-) -> None:
+    bus: BusSettings, trials: int, console: Console, process: "subprocess.Popen[bytes]",
+    log: Path,
+) -> None:  # fmt: skip
     client = Redis.from_url(bus.redis_url or "")
     try:
         speech = await asyncio.to_thread(reply_chunks)
         spoken = question()
-        await wait_ready(client, bus, process)
+        await wait_ready(client, bus, process, log)
         progress = Progress(client, bus)
         stop = asyncio.Event()
         async with Producer(bus, "bench", PUBLISHES) as out:
             mic = ScriptedMic(out, SESSION)
             listening = asyncio.create_task(mic.run(stop))
             barge, missed = [], 0
-            for n in range(trials):
+            for n, into_reply_s in enumerate(moments(trials, 7, earliest_first=True)):
                 try:
-                    barge.append(await barge_in_trial(out, n, speech, mic, progress, spoken))
+                    barge.append(
+                        await barge_in_trial(out, n, speech, mic, progress, spoken, into_reply_s)
+                    )
                 except TimeoutError as exc:
                     missed += 1  # reported, not hidden: the reply played on
                     console.print(f"trial {n + 1}/{trials}: MISSED ({exc})")
                     await progress.wait(f"bench-t{n}", "finished")
                     continue
-                console.print(f"trial {n + 1}/{trials}: {barge[-1][0] * 1000:.0f} ms")
-            baseline = [await baseline_trial(out, n, speech, progress) for n in range(trials)]
+                total, asr = barge[-1]
+                console.print(
+                    f"trial {n + 1}/{trials} ({into_reply_s:.2f} s into the reply): "
+                    f"{total * 1000:.0f} ms (asr {asr * 1000:.0f}, "
+                    f"playback {(total - asr) * 1000:.0f})"
+                )
+            baseline = [
+                await baseline_trial(out, n, speech, progress, into_reply_s)
+                for n, into_reply_s in enumerate(moments(trials, 8, earliest_first=False))
+            ]
             stop.set()
             await listening
         report(console, barge, baseline)
@@ -287,7 +329,7 @@ async def measure(
 def run(bus: BusSettings, trials: int, console: Console, folder: Path) -> None:
     process = start_stages(bus, folder)
     try:
-        asyncio.run(measure(bus, trials, console, process))
+        asyncio.run(measure(bus, trials, console, process, folder / "up.log"))
     except Exception:
         console.print((folder / "up.log").read_text(errors="replace")[-4000:])
         raise
@@ -305,7 +347,6 @@ def main() -> None:
     args = parser.parse_args()
     trials = 5 if args.quick else args.trials
     console = Console()
-    random.seed(7)
     with tempfile.TemporaryDirectory() as folder:
         url = os.environ.get("REDIS_URL")
         if url:
