@@ -163,8 +163,13 @@ class Timeline:
             if turn.stopped_at is None and clock >= turn.idle_at:
                 self._stopped(turn, clock, now)  # already past it (an interrupt's idle)
             # Nothing plays (an interrupt, a page opened mid-reply): its expression shows at
-            # once. Not for a turn still waiting to play: its own speaking tracks come first.
-            if turn.state != "waiting" and (self.active is None or self.active.state != "playing"):
+            # once. Not for a turn still waiting to play: its own speaking tracks come first;
+            # nor for an idle still ahead of a paused reply (the end of the reply, often sent
+            # during the pause): the reply goes on from where it stopped.
+            active = self.active
+            playing = active is not None and active.state == "playing"
+            ahead = active is not None and active.state == "paused" and turn.stopped_at is None
+            if turn.state != "waiting" and not playing and not ahead:
                 self.immediate = track
 
     def on_chunk(self, chunk: TtsChunk) -> None:

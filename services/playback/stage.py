@@ -24,6 +24,7 @@ from contracts import Control, Pause, PlaybackProgress, SpeechEvent, TtsChunk
 from contracts.topics import ASR_SPEECH, CONTROL, PLAYBACK_PROGRESS, TTS_CHUNK
 from services.audio_levels import loudest_dbfs
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
+from services.playback.heard import heard_in_chunk
 from services.playback.settings import PlaybackSettings
 from services.playback.sinks import AudioSink, open_sink
 from services.settings import load_settings
@@ -217,13 +218,12 @@ class PlaybackStage(Stage):
 
     @staticmethod
     def _heard_of(live: LiveTurn, position: TurnPosition) -> str:
-        """The chunk in progress, cut where it stopped (by the share of it played)."""
+        """The chunk in progress, up to the word being spoken where it stopped (by Piper's
+        phoneme timings, else by the speech in its audio: services.playback.heard)."""
         chunk = live.playing
-        if chunk is None or chunk.duration_s <= 0:
+        if chunk is None:
             return ""
-        words = chunk.text.split()
-        spoken = int(len(words) * min(1.0, position.chunk_played_s / chunk.duration_s))
-        return " ".join(words[:spoken])
+        return heard_in_chunk(chunk, position.chunk_played_s)
 
     @consumes(CONTROL)
     async def on_control(self, message: Control) -> None:
@@ -235,6 +235,8 @@ class PlaybackStage(Stage):
         if live is None:
             return
         if not command.paused:
+            # A pause reported between chunks is over: the next one is reported again.
+            live.reported_pause = False
             live.may_play.set()
             return
         live.may_play.clear()

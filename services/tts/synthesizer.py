@@ -107,7 +107,12 @@ class PiperSynthesizer:
         alignments: list[PhonemeTiming] = []
         start = 0
         for chunk in chunks:
-            for item in chunk.phoneme_alignments or []:
+            if chunk.phoneme_alignments is None:
+                # Piper could not align this sentence: timings for the others would then
+                # run early from here on; none at all lets lip-sync and "what was heard"
+                # fall back to the audio itself.
+                return Speech(pcm, chunks[0].sample_rate, [])
+            for item in chunk.phoneme_alignments:
                 alignments.append(
                     PhonemeTiming(
                         phoneme=item.phoneme or "_", start_sample=start,

@@ -131,10 +131,11 @@ export class Timeline {
       const { clock } = this.clockOf(turn, now);
       if (turn.stoppedAt === undefined && clock >= turn.idleAt) this.stop(turn, clock, now);
       // With nothing playing (say, the page opened mid-reply) its expression shows at once;
-      // not for a turn still waiting to play: its own speaking tracks come first.
-      if (turn.state !== "waiting" && (!this.active || this.active.state !== "playing")) {
-        this.immediate = track;
-      }
+      // not for a turn still waiting to play: its own speaking tracks come first; nor for
+      // an idle still ahead of a paused reply: the reply goes on from where it stopped.
+      const held = this.active && (this.active.state === "playing" ||
+        (this.active.state === "paused" && turn.stoppedAt === undefined));
+      if (turn.state !== "waiting" && !held) this.immediate = track;
     }
     return expr.state;
   }
