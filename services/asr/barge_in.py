@@ -13,6 +13,13 @@ Over a talking character:
   or barge_in_resume_ms of quiet first -> Resume: a cough, an "uh-huh"; it goes on, and
                                           that utterance is not a turn of its own
 
+Until about a second of the character's voice was measured, the echo coupling is taken to
+be at least the configured one (the floor), and the floor may hide the start of the user's
+speech. Learned as the echo, each such chunk would raise the gate over the next (a voice
+rises by less than the margin in 20 ms) and the user would never be heard over that reply:
+so a chunk louder by more than the margin than anything measured is learned only once no
+barge-in came of it.
+
 What the gate cannot do: tell the user from the echo when the user is not clearly louder
 at the microphone than the character's voice (speakers loud, user far). Headphones, or an
 echo canceller in front of capture, solve that; the README says how.
@@ -33,6 +40,14 @@ COUPLING_WINDOW_S = 2.0
 """The echo coupling is the loudest seen over this much of the character's speech."""
 COUPLING_LEARNED_S = 1.0
 """Before this much was measured, the configured coupling is the floor."""
+COUPLING_GRACE_S = 0.5
+"""The first this much of the character's voice is learned at once, however loud: its echo
+starts then (the reply's first sound, after the output's latency), and must be learned as
+it rises. (An echo about as loud as the output itself that first reaches the microphone
+later than this is taken for the user until learned.)"""
+DOUBT_S = 0.25
+"""A chunk much louder than anything measured waits this long to be learned: enough for the
+user's voice to rise over the floor and pause the character (then it is not learned)."""
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,16 @@ class BargeIn:
         self._clock = clock
         self.voice: CharacterVoice | None = None
         self._excess: deque[float] = deque(maxlen=round(COUPLING_WINDOW_S * 1000 / vad.chunk_ms))
+        self._chunks = 0  # heard so far: the clock of what waits to be learned
+        self._doubtful: deque[tuple[int, float]] = deque()  # (chunk, excess) not learned yet
         self._run_ms = 0
         self._held: str | None = None
         self._voiced_ms = 0
         self._quiet_ms = 0
         self._interrupted: str | None = None
         self._events: list[BargeInEvent] = []
+        self.cancelling = False
+        """Set by asr while an echo canceller cleans what is_speech hears."""
 
     def on_progress(self, progress: PlaybackProgress) -> None:
         turn = progress.turn_id or ""
@@ -108,6 +127,8 @@ class BargeIn:
         self.voice = CharacterVoice(turn, progress.state, level, now, earlier, until)
 
     def is_speech(self, chunk: bytes) -> bool:
+        self._chunks += 1
+        self._learn_doubtful()
         voiced = self._vad.is_speech(chunk)
         gated = False  # speech, but not louder than the character's echo would be
         threshold = self._threshold()
@@ -115,7 +136,7 @@ class BargeIn:
             level = level_dbfs(chunk)
             louder = level >= threshold
             if not (voiced and louder) and self._measuring():
-                self._excess.append(level - self.voice.level_dbfs)  # type: ignore[union-attr]
+                self._learn(level - self.voice.level_dbfs)  # type: ignore[union-attr]
             gated = voiced and not louder
             voiced = voiced and louder
         if self.settings.barge_in:
@@ -126,12 +147,48 @@ class BargeIn:
         events, self._events = self._events, []
         return events
 
+    def forgive(self, turn_id: str) -> None:
+        """The turn's interrupt was taken back (only a backchannel, or no words): it goes
+        on, and talking over it pauses it again."""
+        if self._interrupted == turn_id:
+            self._interrupted = None
+
     def coupling_db(self) -> float:
-        """How much quieter than its output the character is at the microphone."""
+        """How much quieter than its output the character is at the microphone (after the
+        echo canceller, when one cleans it)."""
         measured = max(self._excess, default=-120.0)
-        if len(self._excess) * self.chunk_ms < COUPLING_LEARNED_S * 1000:
+        if self.cancelling:
+            # What AEC3 leaves is measured as before, but it leaks while it adapts (the
+            # first second or two), after the gate has heard it working well: a floor.
+            return max(measured, self.settings.echo_cancelled_coupling_db)
+        if self._unsure():
             return max(measured, self.settings.echo_coupling_db)
         return measured
+
+    def _unsure(self) -> bool:
+        """Is the floor in force? Until enough was measured, and while louder sounds wait
+        to be learned (the echo may yet prove that loud)."""
+        return bool(self._doubtful) or len(self._excess) * self.chunk_ms < (
+            COUPLING_LEARNED_S * 1000
+        )
+
+    def _learn(self, excess_db: float) -> None:
+        """Take a chunk heard while the character talks, and nobody else seems to, as its
+        echo; one louder by more than the margin than anything measured, which only the
+        floor hides, waits (it may be the user starting to talk)."""
+        grace = len(self._excess) * self.chunk_ms < COUPLING_GRACE_S * 1000
+        heard = max(self._excess, default=-math.inf)
+        if self._unsure() and not grace and excess_db > heard + self.settings.echo_margin_db:
+            self._doubtful.append((self._chunks, excess_db))
+        else:
+            self._excess.append(excess_db)
+
+    def _learn_doubtful(self) -> None:
+        """What waited long enough with no barge-in coming of it was the echo after all (or
+        a user too quiet to tell from it)."""
+        due = self._chunks - DOUBT_S * 1000 / self.chunk_ms
+        while self._doubtful and self._doubtful[0][0] <= due:
+            self._excess.append(self._doubtful.popleft()[1])
 
     def _measuring(self) -> bool:
         """Is what the microphone hears now the character alone? (It plays; nobody else
@@ -170,6 +227,7 @@ class BargeIn:
         if turn is not None and self._run_ms >= self.settings.barge_in_onset_ms:
             self._events.append(Hold(turn))
             self._held, self._voiced_ms, self._quiet_ms, self._run_ms = turn, self._run_ms, 0, 0
+            self._doubtful.clear()  # the user starting to talk, not the echo
 
     def _while_held(self, turn: str, voiced: bool, gated: bool) -> None:
         if voiced:

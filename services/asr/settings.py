@@ -5,6 +5,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.asr.backchannel import DEFAULT_BACKCHANNELS
 from services.settings import MarionetteSettings
 
 
@@ -86,6 +87,22 @@ class AsrSettings(MarionetteSettings):
         default=300, ge=20, le=5000,
         description="Quiet after a pause that lets the character go on (the speech was short).",
     )  # fmt: skip
+    resume_false_interruption: bool = Field(
+        default=True,
+        description="Speech over the character long enough to interrupt it pauses it "
+        "until its words are known: with none (a laugh, a cough, noise), or only "
+        "backchannels, the character goes on where it paused instead.",
+    )
+    false_interruption_timeout_ms: int = Field(
+        default=2000, ge=100, le=10000,
+        description="Speech over the character this long interrupts it without waiting "
+        "for the words (nobody backchannels for two seconds).",
+    )  # fmt: skip
+    backchannels: str = Field(
+        default=DEFAULT_BACKCHANNELS,
+        description="Comma-separated words and phrases that, said alone over the "
+        "character, never interrupt it ('yeah', 'uh-huh', 'mm'); empty: any words do.",
+    )
     echo_coupling_db: float = Field(
         default=-10.0, ge=-80, le=20,
         description="How much quieter the character's voice is at the microphone than in "
@@ -103,6 +120,27 @@ class AsrSettings(MarionetteSettings):
     barge_in_min_dbfs: float = Field(
         default=-50.0, ge=-120, le=0,
         description="Over the character, quieter audio is never the user's speech.",
+    )  # fmt: skip
+    echo_cancellation: bool = Field(
+        default=False,
+        description="Take the character's own voice out of the microphone (WebRTC AEC3, "
+        "pywebrtc-audio) before the VAD, the barge-in gate and the transcript, with what "
+        "playback plays (tts.chunk, playback.progress) as the reference: the user can "
+        "interrupt a character as loud as they are. asr's and playback's clocks must agree "
+        "(one host, or NTP).",
+    )
+    echo_output_delay_ms: int = Field(
+        default=0, ge=0, le=1000,
+        description="echo_cancellation: the least time from playback's report to the "
+        "speakers (its output buffer). The canceller finds up to ~400 ms more itself; set "
+        "above the real delay, the echo comes before its reference and stays.",
+    )  # fmt: skip
+    echo_cancelled_coupling_db: float = Field(
+        default=-30.0, ge=-80, le=20,
+        description="echo_cancellation: the least the barge-in gate assumes is left of the "
+        "character's voice after the canceller (dB under its output); it learns more if "
+        "more is left. Lower lets quieter users interrupt, but the canceller leaks while it "
+        "adapts (the first seconds of a session).",
     )  # fmt: skip
     model: str = Field(
         default="tiny.en",

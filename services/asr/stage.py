@@ -20,7 +20,10 @@ skipped, so the final never waits behind stale work.
 While the character talks (playback.progress says so), a BargeIn per session gates the VAD
 against its echo and decides when the user talks over it: a pause on `control` at once,
 then an interrupt once it is clearly speech, or letting it go on if it was a cough; the
-speech that only paused it is not published as a turn.
+speech that only paused it is not published as a turn. With resume_false_interruption,
+speech long enough to interrupt keeps the character paused until its words are known (at
+the first pause, with the transcript): none, or only backchannels ("yeah", "uh-huh"), and
+the character goes on where it paused; words, and the interrupt goes out then.
 
 Frames are held unacknowledged while an utterance may still need them, and released (in
 the same write as the final transcript, or once the session is quiet again, keeping the
@@ -53,8 +56,9 @@ from contracts import (
     Pause,
     PlaybackProgress,
     SpeechEvent,
+    TtsChunk,
 )
-from contracts.limits import AUDIO_SAMPLE_RATE
+from contracts.limits import AUDIO_SAMPLE_RATE, AUDIO_SAMPLE_WIDTH
 from contracts.topics import (
     ASR_FINAL,
     ASR_PARTIAL,
@@ -62,9 +66,13 @@ from contracts.topics import (
     AUDIO_FRAME,
     CONTROL,
     PLAYBACK_PROGRESS,
+    TTS_CHUNK,
 )
 from contracts.turns import SUPERSEDED, utterance_turn_id
+from services.asr.backchannel import is_backchannel, phrases
 from services.asr.barge_in import BargeIn, BargeInEvent, Hold, Resume
+from services.asr.echo_canceller import EchoCanceller, WebRtcEchoCanceller
+from services.asr.echo_reference import EchoReference
 from services.asr.endpointer import (
     Endpointer,
     Event,
@@ -82,7 +90,12 @@ from services.bus import Bus, Checkpointed, Publishes, SessionMemory, Stage, con
 from services.bus.tracing import turn_attributes
 from services.models.bundled import smart_turn_model_path
 from services.settings import load_settings
-from services.telemetry.metrics import ASR_FINAL_LATENCY, END_OF_TURN, PREEMPTIVE_TURNS
+from services.telemetry.metrics import (
+    ASR_FINAL_LATENCY,
+    END_OF_TURN,
+    FALSE_INTERRUPTIONS,
+    PREEMPTIVE_TURNS,
+)
 
 log = logging.getLogger("marionette.asr")
 tracer = trace.get_tracer("marionette.asr")
@@ -119,6 +132,14 @@ class Speculation:
 
 
 @dataclass
+class SessionEcho:
+    """What a session's speakers play, and the canceller that takes it out of its mic."""
+
+    reference: EchoReference
+    canceller: EchoCanceller
+
+
+@dataclass
 class SessionListener:
     endpointer: Endpointer
     capture_run: str  # the frames' origin: a new run restarts the timeline
@@ -131,6 +152,10 @@ class SessionListener:
     speculation: Speculation | None = None
     span: trace.Span = trace.INVALID_SPAN  # the current utterance's
     backchannel: bool = False  # the utterance only paused the character: not a turn
+    false_alarm: bool = False  # backchannel because its words were none or backchannels
+    pending_interrupt: str | None = None  # a turn held paused until the words are known
+    pending_since_s: float = 0.0
+    at_s: float = 0.0  # the latest frame's place in the audio timeline
     wall_offset_s: float = 0.0  # capture time minus audio time, from the latest frame
     controls: int = 0  # barge-in controls published for this run (their seq)
 
@@ -164,9 +189,17 @@ class AsrStage(Stage):
         self.recognizer = recognizer
         self.turn_model = turn_model
         self.judge = TurnJudge(threshold=settings.turn_threshold)
+        self.backchannels = phrases(settings.backchannels)
         # Rebuilt from held frames when a session moves here: not checkpointed.
         self.listeners: SessionMemory[SessionListener | None] = bus.memory(lambda s: None)
         self.barge_ins = bus.memory(lambda s: BargeIn(settings, make_vad(settings)))
+        self.echoes: SessionMemory[SessionEcho] | None = None
+        if settings.echo_cancellation:
+            WebRtcEchoCanceller()  # a missing package fails the start, not the first frame
+            delay_s = settings.echo_output_delay_ms / 1000
+            self.echoes = bus.memory(
+                lambda s: SessionEcho(EchoReference(delay_s), WebRtcEchoCanceller())
+            )
         self._recognizer_turn = asyncio.Lock()  # FIFO: jobs run in the order asked
 
     @classmethod
@@ -189,6 +222,14 @@ class AsrStage(Stage):
     @consumes(PLAYBACK_PROGRESS)
     async def on_progress(self, progress: PlaybackProgress) -> None:
         self.barge_ins[progress.session_id].on_progress(progress)
+        if self.echoes is not None:
+            self.echoes[progress.session_id].reference.on_progress(progress)
+
+    @consumes(TTS_CHUNK)
+    async def on_chunk(self, chunk: TtsChunk) -> None:
+        """The character's audio: the echo canceller's far end (without one, ignored)."""
+        if self.echoes is not None:
+            self.echoes[chunk.session_id].reference.add_chunk(chunk)
 
     def _listener(self, frame: AudioFrame) -> SessionListener:
         listener = self.listeners[frame.session_id]
@@ -218,12 +259,16 @@ class AsrStage(Stage):
         listener = self._listener(frame)
         at_s = frame.seq * frame.duration_ms / 1000
         listener.wall_offset_s = frame.captured_at - at_s
+        listener.at_s = at_s
         self.bus.hold()
-        events = listener.endpointer.push(frame.pcm, at_s)
+        events = listener.endpointer.push(self._without_echo(frame), at_s)
         if frame.end_of_input:
             events += listener.endpointer.finish()
         for barge_in in self.barge_ins[frame.session_id].drain():
             await self._on_barge_in(frame.session_id, listener, barge_in)
+        timeout_s = self.settings.false_interruption_timeout_ms / 1000
+        if listener.pending_interrupt and at_s - listener.pending_since_s >= timeout_s:
+            await self._interrupt(frame.session_id, listener)  # too long for a backchannel
         for event in events:
             if isinstance(event, SpeechStarted):
                 event = await self._open_utterance(frame.session_id, listener, event)
@@ -240,6 +285,19 @@ class AsrStage(Stage):
         if frame.end_of_input:
             self.listeners.pop(frame.session_id)
 
+    def _without_echo(self, frame: AudioFrame) -> bytes:
+        """The frame with the character's voice taken out (echo_cancellation), so the VAD,
+        the barge-in gate and the transcript hear the user alone."""
+        if self.echoes is None:
+            return frame.pcm
+        echo = self.echoes[frame.session_id]
+        # Audio that plays but never came here (a session taken over mid-reply) stays in
+        # the frame: the gate then asks for as much as without a canceller.
+        uncancelled = echo.reference.lacks_audio(frame.captured_at)
+        self.barge_ins[frame.session_id].cancelling = not uncancelled
+        far = echo.reference.far_end(frame.captured_at, len(frame.pcm) // AUDIO_SAMPLE_WIDTH)
+        return echo.canceller.cancel(frame.pcm, far)
+
     def _preroll_frames(self, listener: SessionListener, frame: AudioFrame) -> int:
         kept_ms = listener.endpointer.kept_chunks * listener.endpointer.vad.chunk_ms
         return -(-kept_ms // max(1, frame.duration_ms)) + 1
@@ -253,14 +311,49 @@ class AsrStage(Stage):
         elif isinstance(event, Resume):
             command = Pause(target_turn_id=event.turn_id, paused=False)
             listener.backchannel = listener.endpointer.in_speech
+        elif self.settings.resume_false_interruption:
+            # Still paused; the words decide (_settle_interrupt), or the timeout does.
+            listener.pending_interrupt, listener.pending_since_s = event.turn_id, listener.at_s
+            listener.backchannel = listener.false_alarm = False
+            return
         else:
             command = Interrupt(target_turn_id=event.turn_id)
             listener.backchannel = False
-        log.info("%s: %s turn %s", session, type(event).__name__.lower(), event.turn_id)
+        await self._control(session, listener, event.turn_id, command)
+
+    async def _settle_interrupt(self, session: str, listener: SessionListener, text: str) -> None:
+        """The words of speech that paused the character for good: real words interrupt
+        its turn; none, or only backchannels, let it go on where it paused, and the
+        utterance is no turn (unless the user goes on talking)."""
+        turn = listener.pending_interrupt
+        if turn is None:
+            return
+        if text and not is_backchannel(text, self.backchannels):
+            await self._interrupt(session, listener)
+            return
+        listener.pending_interrupt = None
+        listener.backchannel = listener.false_alarm = True
+        self.barge_ins[session].forgive(turn)
+        log.info("%s: false interruption (%r); turn %s goes on", session, text[:40], turn)
+        listener.span.add_event("false_interruption", {"marionette.text": text[:80]})
+        FALSE_INTERRUPTIONS.inc()
+        await self._control(session, listener, turn, Pause(target_turn_id=turn, paused=False))
+
+    async def _interrupt(self, session: str, listener: SessionListener) -> None:
+        turn, listener.pending_interrupt = listener.pending_interrupt, None
+        if turn is not None:
+            listener.backchannel = listener.false_alarm = False
+            await self._control(session, listener, turn, Interrupt(target_turn_id=turn))
+
+    async def _control(
+        self, session: str, listener: SessionListener, turn_id: str, command: Pause | Interrupt
+    ) -> None:
+        """A barge-in control, numbered in the capture run (a replay makes the same ids)."""
+        log.info("%s: %s turn %s", session, _describe(command), turn_id)
         seq, listener.controls = listener.controls, listener.controls + 1
         await self.controls.publish(
             Control(
-                session_id=session, turn_id=event.turn_id,
+                session_id=session, turn_id=turn_id,
                 message_id=f"{listener.capture_run}.barge:{seq}", seq=seq, command=command,
             )
         )  # fmt: skip
@@ -274,6 +367,8 @@ class AsrStage(Stage):
             self._start_partial(session, listener, event.audio)
         elif isinstance(event, SpeculationCancelled):
             speculation, listener.speculation = listener.speculation, None
+            if listener.false_alarm:  # "yeah... but why?": the whole utterance is judged again
+                listener.backchannel = listener.false_alarm = False
             if speculation is not None and speculation.preempted:
                 await self._supersede(session, listener, go_on=True)
         elif isinstance(event, SpeechEnded):
@@ -357,6 +452,7 @@ class AsrStage(Stage):
             if transcript is None or not wanted():
                 probability.cancel()
                 return transcript
+            await self._settle_interrupt(session, listener, transcript.text)
             verdict = self._judge(await probability, transcript.text)
             if not wanted():
                 return transcript
@@ -494,6 +590,7 @@ class AsrStage(Stage):
         if transcript is None:
             transcript = await self._transcribe(event.audio)
         assert transcript is not None
+        await self._settle_interrupt(session, listener, transcript.text)
         listener.span.set_attribute("marionette.text", transcript.text[:200])
         if listener.backchannel:
             log.info("%s/%s: only talked over the character briefly (%r); not a turn",
@@ -529,6 +626,12 @@ class AsrStage(Stage):
             )
         )  # fmt: skip
         ASR_FINAL_LATENCY.observe(time.time() - listener.wall_ns(event.speech_end_s) / 1e9)
+
+
+def _describe(command: Pause | Interrupt) -> str:
+    if isinstance(command, Interrupt):
+        return "interrupt"
+    return "hold" if command.paused else "resume"
 
 
 def warm_up(recognizer: SpeechRecognizer, turn_model: TurnModel | None) -> None:

@@ -50,6 +50,12 @@ END_OF_TURN = Counter(
     ["decision"],
     registry=REGISTRY,
 )
+FALSE_INTERRUPTIONS = Counter(
+    "marionette_asr_false_interruptions_total",
+    "Talking over the character that held it paused but had no words, or only "
+    "backchannels ('yeah', 'uh-huh'): the character went on where it paused.",
+    registry=REGISTRY,
+)
 PREEMPTIVE_TURNS = Counter(
     "marionette_asr_preemptive_turns_total",
     "Transcripts published before the end of turn was certain: confirmed (the reply was "
