@@ -147,6 +147,11 @@ class BargeIn:
         events, self._events = self._events, []
         return events
 
+    @property
+    def holding(self) -> bool:
+        """The character is paused for the user's speech, and whether it goes on is open."""
+        return self._held is not None
+
     def forgive(self, turn_id: str) -> None:
         """The turn's interrupt was taken back (only a backchannel, or no words): it goes
         on, and talking over it pauses it again."""

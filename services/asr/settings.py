@@ -122,7 +122,7 @@ class AsrSettings(MarionetteSettings):
         description="Over the character, quieter audio is never the user's speech.",
     )  # fmt: skip
     echo_cancellation: bool = Field(
-        default=False,
+        default=True,
         description="Take the character's own voice out of the microphone (WebRTC AEC3, "
         "pywebrtc-audio) before the VAD, the barge-in gate and the transcript, with what "
         "playback plays (tts.chunk, playback.progress) as the reference: the user can "

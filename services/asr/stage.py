@@ -38,6 +38,7 @@ Everything asr publishes about the utterance is inside it; frames get no spans.
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,6 +138,7 @@ class SessionEcho:
 
     reference: EchoReference
     canceller: EchoCanceller
+    sounded_at: float = -math.inf  # capture time of the latest frame the far end had sound
 
 
 @dataclass
@@ -268,6 +270,7 @@ class AsrStage(Stage):
             await self._on_barge_in(frame.session_id, listener, barge_in)
         timeout_s = self.settings.false_interruption_timeout_ms / 1000
         if listener.pending_interrupt and at_s - listener.pending_since_s >= timeout_s:
+            log.info("%s: talked over the character for %.1f s", frame.session_id, timeout_s)
             await self._interrupt(frame.session_id, listener)  # too long for a backchannel
         for event in events:
             if isinstance(event, SpeechStarted):
@@ -296,7 +299,13 @@ class AsrStage(Stage):
         uncancelled = echo.reference.lacks_audio(frame.captured_at)
         self.barge_ins[frame.session_id].cancelling = not uncancelled
         far = echo.reference.far_end(frame.captured_at, len(frame.pcm) // AUDIO_SAMPLE_WIDTH)
-        return echo.canceller.cancel(frame.pcm, far)
+        cleaned = echo.canceller.cancel(frame.pcm, far)  # always: it keeps adapting
+        if any(far):
+            echo.sounded_at = frame.captured_at
+        # Long after the character was last heard there is nothing to take out: the user
+        # is heard as the microphone heard them (AEC3 filters even then).
+        quiet_for_s = frame.captured_at - echo.sounded_at
+        return cleaned if quiet_for_s <= self.settings.echo_tail_ms / 1000 else frame.pcm
 
     def _preroll_frames(self, listener: SessionListener, frame: AudioFrame) -> int:
         kept_ms = listener.endpointer.kept_chunks * listener.endpointer.vad.chunk_ms
@@ -329,6 +338,7 @@ class AsrStage(Stage):
         if turn is None:
             return
         if text and not is_backchannel(text, self.backchannels):
+            log.info("%s: words over the character (%r)", session, text[:40])
             await self._interrupt(session, listener)
             return
         listener.pending_interrupt = None
@@ -338,6 +348,12 @@ class AsrStage(Stage):
         listener.span.add_event("false_interruption", {"marionette.text": text[:80]})
         FALSE_INTERRUPTIONS.inc()
         await self._control(session, listener, turn, Pause(target_turn_id=turn, paused=False))
+
+    def _backchannel_so_far(self, session: str, listener: SessionListener, text: str) -> bool:
+        """Words over the character, not (yet) an interrupt, that are only a backchannel
+        ("Mm-hmm" at a pause): no turn to prepare a reply for."""
+        over = self.barge_ins[session].holding or listener.pending_interrupt is not None
+        return over and is_backchannel(text, self.backchannels)
 
     async def _interrupt(self, session: str, listener: SessionListener) -> None:
         turn, listener.pending_interrupt = listener.pending_interrupt, None
@@ -475,6 +491,7 @@ class AsrStage(Stage):
                 and (verdict is None or verdict.complete)
                 and transcript.text
                 and not listener.backchannel
+                and not self._backchannel_so_far(session, listener, transcript.text)
             ):
                 speculation.preempted = True  # before the await: a resumed speech sees it
                 with trace.use_span(listener.span):

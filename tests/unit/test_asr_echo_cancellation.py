@@ -9,7 +9,15 @@ import numpy as np
 
 from contracts import Pause, PlaybackProgress, TtsChunk
 from services.audio_levels import loudest_dbfs
-from tests.unit.test_asr_stage import CAPTURED_AT, RATE, SAMPLE, controls, frames_of, harness
+from tests.unit.test_asr_stage import (
+    CAPTURED_AT,
+    RATE,
+    SAMPLE,
+    controls,
+    finals,
+    frames_of,
+    harness,
+)
 
 REPLY_S = 6.0
 USER_AT_S = 3.0
@@ -53,7 +61,7 @@ def scene() -> tuple[TtsChunk, PlaybackProgress, bytes, bytes]:
 
 async def test_the_user_interrupts_a_character_as_loud_as_them() -> None:
     chunk, progress, _, both = scene()
-    asr = harness(echo_cancellation=True)
+    asr = harness()  # echo_cancellation is on by default
     await asr.send(chunk, progress, *frames_of(both))
     pauses = [c for c in controls(asr) if isinstance(c.command, Pause) and c.command.paused]
     assert pauses, "the user's question over the echo paused nothing"
@@ -61,13 +69,28 @@ async def test_the_user_interrupts_a_character_as_loud_as_them() -> None:
 
 async def test_the_echo_alone_interrupts_nothing() -> None:
     chunk, progress, echo, _ = scene()
-    asr = harness(echo_cancellation=True)
+    asr = harness()  # echo_cancellation is on by default
     await asr.send(chunk, progress, *frames_of(echo))
     assert controls(asr) == []
 
 
 async def test_without_the_canceller_the_level_gate_cannot_tell() -> None:
     chunk, progress, _, both = scene()
-    asr = harness()
+    asr = harness(echo_cancellation=False)
     await asr.send(chunk, progress, *frames_of(both))
     assert controls(asr) == []
+
+
+async def test_when_the_character_is_quiet_the_user_is_heard_untouched() -> None:
+    """Long after the character last played, the canceller has nothing to take out: the
+    recognizer gets the microphone's own bytes (the sample recognizer matches them)."""
+    chunk, progress, _, _ = scene()
+    asr = harness()
+    ended = datetime.fromtimestamp(CAPTURED_AT + REPLY_S, UTC)
+    finished = progress.model_copy(update={"seq": 1, "state": "finished", "created_at": ended})
+    await asr.send(chunk, progress, finished)
+    later = CAPTURED_AT + REPLY_S + 5
+    await asr.send(
+        *[f.model_copy(update={"captured_at": later + f.seq * 0.02}) for f in frames_of(SAMPLE)]
+    )
+    assert len(finals(asr)) == 2, "both questions heard word for word"

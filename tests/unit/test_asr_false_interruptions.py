@@ -104,3 +104,14 @@ async def test_a_backchannel_then_a_question_interrupts() -> None:
     assert finals(asr), "the question is a turn"
     assert all(f.text.startswith("Hello Marionette") for f in finals(asr))
     assert "What is the capital" in finals(asr)[-1].text
+
+
+async def test_a_backchannel_at_a_pause_over_the_character_prepares_no_reply() -> None:
+    """ "Mm-hmm" heard at the first pause, before it is long enough to interrupt: no
+    preemptive turn (a reply prepared, then dropped), and the character goes on."""
+    asr = harness(Saying("Mm-hmm.", instead_of="Hello Marionette,"))
+    await asr.send(playing(level_dbfs=-8.0))
+    first = SAMPLE[int(0.4 * RATE) * 2 : int(1.25 * RATE) * 2]  # "Hello Marionette"
+    await send_in_time(asr, MEASURED + first + bytes(2 * RATE * 2))
+    assert [c.command for c in controls(asr)] == [HOLD, GO_ON], "no superseded turn either"
+    assert finals(asr) == []
