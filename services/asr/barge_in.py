@@ -9,7 +9,9 @@ takes its own voice for a turn.
 
 Over a talking character:
   barge_in_onset_ms of gated speech   -> Hold: playback pauses, the character goes quiet
-  then barge_in_min_speech_ms of it   -> InterruptTurn: the turn ends everywhere
+  then barge_in_min_speech_ms of it   -> InterruptTurn: the turn ends everywhere (with
+                                          resume_false_interruption, once asr knows the
+                                          words: services.asr.stage)
   or barge_in_resume_ms of quiet first -> Resume: a cough, an "uh-huh"; it goes on, and
                                           that utterance is not a turn of its own
 
@@ -20,9 +22,11 @@ rises by less than the margin in 20 ms) and the user would never be heard over t
 so a chunk louder by more than the margin than anything measured is learned only once no
 barge-in came of it.
 
-What the gate cannot do: tell the user from the echo when the user is not clearly louder
-at the microphone than the character's voice (speakers loud, user far). Headphones, or an
-echo canceller in front of capture, solve that; the README says how.
+What the gate alone cannot do: tell the user from the echo when the user is not clearly
+louder at the microphone than the character's voice (speakers loud, user far). asr's echo
+canceller (echo_cancellation) takes the voice out first; the gate then works on what is
+left (`cancelling`: the coupling is at least echo_cancelled_coupling_db, as the canceller
+leaks while it adapts).
 """
 
 import math

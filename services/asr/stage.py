@@ -38,7 +38,6 @@ Everything asr publishes about the utterance is inside it; frames get no spans.
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from contracts import (
     SpeechEvent,
     TtsChunk,
 )
-from contracts.limits import AUDIO_SAMPLE_RATE, AUDIO_SAMPLE_WIDTH
+from contracts.limits import AUDIO_SAMPLE_RATE
 from contracts.topics import (
     ASR_FINAL,
     ASR_PARTIAL,
@@ -72,7 +71,8 @@ from contracts.topics import (
 from contracts.turns import SUPERSEDED, utterance_turn_id
 from services.asr.backchannel import is_backchannel, phrases
 from services.asr.barge_in import BargeIn, BargeInEvent, Hold, Resume
-from services.asr.echo_canceller import EchoCanceller, WebRtcEchoCanceller
+from services.asr.echo_canceller import WebRtcEchoCanceller
+from services.asr.echo_path import EchoPath
 from services.asr.echo_reference import EchoReference
 from services.asr.endpointer import (
     Endpointer,
@@ -133,15 +133,6 @@ class Speculation:
 
 
 @dataclass
-class SessionEcho:
-    """What a session's speakers play, and the canceller that takes it out of its mic."""
-
-    reference: EchoReference
-    canceller: EchoCanceller
-    sounded_at: float = -math.inf  # capture time of the latest frame the far end had sound
-
-
-@dataclass
 class SessionListener:
     endpointer: Endpointer
     capture_run: str  # the frames' origin: a new run restarts the timeline
@@ -195,12 +186,13 @@ class AsrStage(Stage):
         # Rebuilt from held frames when a session moves here: not checkpointed.
         self.listeners: SessionMemory[SessionListener | None] = bus.memory(lambda s: None)
         self.barge_ins = bus.memory(lambda s: BargeIn(settings, make_vad(settings)))
-        self.echoes: SessionMemory[SessionEcho] | None = None
+        self.echoes: SessionMemory[EchoPath] | None = None
         if settings.echo_cancellation:
             WebRtcEchoCanceller()  # a missing package fails the start, not the first frame
             delay_s = settings.echo_output_delay_ms / 1000
+            tail_s = settings.echo_tail_ms / 1000
             self.echoes = bus.memory(
-                lambda s: SessionEcho(EchoReference(delay_s), WebRtcEchoCanceller())
+                lambda s: EchoPath(EchoReference(delay_s), WebRtcEchoCanceller(), tail_s)
             )
         self._recognizer_turn = asyncio.Lock()  # FIFO: jobs run in the order asked
 
@@ -289,23 +281,16 @@ class AsrStage(Stage):
             self.listeners.pop(frame.session_id)
 
     def _without_echo(self, frame: AudioFrame) -> bytes:
-        """The frame with the character's voice taken out (echo_cancellation), so the VAD,
-        the barge-in gate and the transcript hear the user alone."""
+        """The frame with the character's voice taken out, when the microphone hears it
+        (echo_cancellation; services.asr.echo_path), so the VAD, the barge-in gate and
+        the transcript hear the user alone."""
         if self.echoes is None:
             return frame.pcm
-        echo = self.echoes[frame.session_id]
-        # Audio that plays but never came here (a session taken over mid-reply) stays in
-        # the frame: the gate then asks for as much as without a canceller.
-        uncancelled = echo.reference.lacks_audio(frame.captured_at)
-        self.barge_ins[frame.session_id].cancelling = not uncancelled
-        far = echo.reference.far_end(frame.captured_at, len(frame.pcm) // AUDIO_SAMPLE_WIDTH)
-        cleaned = echo.canceller.cancel(frame.pcm, far)  # always: it keeps adapting
-        if any(far):
-            echo.sounded_at = frame.captured_at
-        # Long after the character was last heard there is nothing to take out: the user
-        # is heard as the microphone heard them (AEC3 filters even then).
-        quiet_for_s = frame.captured_at - echo.sounded_at
-        return cleaned if quiet_for_s <= self.settings.echo_tail_ms / 1000 else frame.pcm
+        barge_in = self.barge_ins[frame.session_id]
+        pcm, barge_in.cancelling = self.echoes[frame.session_id].process(
+            frame.pcm, frame.captured_at, user_talking=barge_in.holding
+        )
+        return pcm
 
     def _preroll_frames(self, listener: SessionListener, frame: AudioFrame) -> int:
         kept_ms = listener.endpointer.kept_chunks * listener.endpointer.vad.chunk_ms

@@ -3,6 +3,7 @@ user (through a synthetic room, 60 ms late); with the canceller the user's quest
 it pauses the reply, and the echo alone never does; without it, the level gate cannot
 tell them apart."""
 
+import asyncio
 from datetime import UTC, datetime
 
 import numpy as np
@@ -89,6 +90,7 @@ async def test_when_the_character_is_quiet_the_user_is_heard_untouched() -> None
     ended = datetime.fromtimestamp(CAPTURED_AT + REPLY_S, UTC)
     finished = progress.model_copy(update={"seq": 1, "state": "finished", "created_at": ended})
     await asr.send(chunk, progress, finished)
+    await asyncio.sleep(0.35)  # the barge-in gate's echo tail (on its own clock) is over
     later = CAPTURED_AT + REPLY_S + 5
     await asr.send(
         *[f.model_copy(update={"captured_at": later + f.seq * 0.02}) for f in frames_of(SAMPLE)]
