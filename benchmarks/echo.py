@@ -13,7 +13,7 @@ level gate is known to work).
 
 Both gates hear the same microphone, 20 ms frames, in the same run:
 - level gate: services.asr.barge_in.BargeIn with default AsrSettings on the raw microphone
-  (what asr does today).
+  (what asr did before the canceller, and does with echo_cancellation off).
 - AEC3 + gate: WebRTC's canceller (services.asr.echo_canceller) in front, its far end from
   services.asr.echo_reference fed the same chunks and reports (output delay 0: the
   reference leads the real echo, and AEC3 finds the delay), then the same BargeIn on the
@@ -22,8 +22,10 @@ Both gates hear the same microphone, 20 ms frames, in the same run:
   (--cancelled-coupling-db, -30 dB under the played level): AEC3 leaks while it adapts
   (the first second or two of a session), after the gate has learned a second of it
   working well, and with the floor only from the learned value the character interrupted
-  itself there in 3 of 5 trials at +6 dB. CancelledEchoGate below is that proposed change
-  (in asr: BargeIn.cancelling with echo_cancelled_coupling_db).
+  itself there in 3 of 5 trials at +6 dB. As in asr, the canceller and its reference are
+  services.asr.echo_path.EchoPath: its output is used only once the microphone is found
+  to correlate with what plays (until then the gate hears the raw microphone), and the
+  gate learns the echo again when that changes (BargeIn.hear_cancelled).
 
 A barge-in is detected when the gate's Hold comes within 300 ms of the user's speech onset
 (the first 20 ms of the question within 40 dB of its loudest); a false hold is one before
@@ -50,6 +52,7 @@ from rich.table import Table
 from contracts import PlaybackProgress, TtsChunk
 from services.asr.barge_in import BargeIn, Hold
 from services.asr.echo_canceller import WebRtcEchoCanceller
+from services.asr.echo_path import EchoPath
 from services.asr.echo_reference import EchoReference
 from services.asr.settings import AsrSettings
 from services.asr.vad import make_vad
@@ -175,12 +178,20 @@ def reports(turn: Turn, start_s: float) -> list[PlaybackProgress]:
     return out
 
 
-class CancelledEchoGate(BargeIn):
-    """The gate behind the canceller: its coupling is what the canceller leaves (learned as
-    before), never less than the configured one (echo_coupling_db, here the cancelled)."""
+class Recorded:
+    """The canceller, keeping its latest output: ERLE is the canceller's own figure, even
+    for frames where asr hears the raw microphone."""
 
-    def coupling_db(self) -> float:
-        return max(super().coupling_db(), self.settings.echo_coupling_db)
+    def __init__(self) -> None:
+        self.canceller = WebRtcEchoCanceller()
+        self.last = b""
+
+    def cancel(self, near: bytes, far: bytes) -> bytes:
+        self.last = self.canceller.cancel(near, far)
+        return self.last
+
+    def reset(self) -> None:
+        self.canceller.reset()
 
 
 class SimClock:
@@ -222,9 +233,10 @@ def run_trial(
 
     clock = SimClock()
     level_gate = BargeIn(AsrSettings(), make_vad(AsrSettings()), clock)
-    after_aec = AsrSettings(echo_coupling_db=cancelled_coupling_db)
-    aec_gate = CancelledEchoGate(after_aec, make_vad(after_aec), clock)
-    canceller, reference = WebRtcEchoCanceller(), EchoReference(output_delay_s=0.0)
+    after_aec = AsrSettings(echo_cancelled_coupling_db=cancelled_coupling_db)
+    aec_gate = BargeIn(after_aec, make_vad(after_aec), clock)
+    canceller, reference = Recorded(), EchoReference(output_delay_s=0.0)
+    path = EchoPath(reference, canceller, after_aec.echo_tail_ms / 1000)
     for turn in (warm_up, reply):
         for chunk in turn.chunks if turn is not None else []:
             reference.add_chunk(chunk)  # ready long before they play
@@ -245,9 +257,9 @@ def run_trial(
             reference.on_progress(message)
             continue
         near = mic[at : at + FRAME].tobytes()
-        far = reference.far_end(T0 + at / RATE, FRAME)
-        clean = canceller.cancel(near, far)
-        cleaned[at : at + FRAME] = np.frombuffer(clean, dtype="<i2")
+        clean, cancelling = path.process(near, T0 + at / RATE)
+        aec_gate.hear_cancelled(cancelling)
+        cleaned[at : at + FRAME] = np.frombuffer(canceller.last, dtype="<i2")
         for gate, audio, result in (
             (level_gate, near, trial.raw), (aec_gate, clean, trial.cancelled),
         ):  # fmt: skip
@@ -303,7 +315,7 @@ def main() -> None:
         draws = [np.random.default_rng([args.seed, level, n]) for n in range(trials)]
         coupling = args.cancelled_coupling_db
         runs = [run_trial(warm_up, reply, user, over, rng, coupling) for rng in draws]
-        for gate, name in (("raw", "level gate (today)"), ("aec", "AEC3 + gate")):
+        for gate, name in (("raw", "level gate alone"), ("aec", "AEC3 + gate")):
             table.add_row(f"{over:+.0f} dB" if gate == "raw" else "", name, *summarize(runs, gate))
     console.print(table)
     console.print(

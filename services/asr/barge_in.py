@@ -162,6 +162,14 @@ class BargeIn:
         if self._interrupted == turn_id:
             self._interrupted = None
 
+    def hear_cancelled(self, cancelled: bool) -> None:
+        """Whether the audio it judges is the echo canceller's output from now on. What
+        it learned of the echo was learned of the other signal: it learns again."""
+        if cancelled != self.cancelling:
+            self.cancelling = cancelled
+            self._excess.clear()
+            self._doubtful.clear()
+
     def coupling_db(self) -> float:
         """How much quieter than its output the character is at the microphone (after the
         echo canceller, when one cleans it)."""

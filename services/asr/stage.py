@@ -286,10 +286,8 @@ class AsrStage(Stage):
         the transcript hear the user alone."""
         if self.echoes is None:
             return frame.pcm
-        barge_in = self.barge_ins[frame.session_id]
-        pcm, barge_in.cancelling = self.echoes[frame.session_id].process(
-            frame.pcm, frame.captured_at, user_talking=barge_in.holding
-        )
+        pcm, cancelled = self.echoes[frame.session_id].process(frame.pcm, frame.captured_at)
+        self.barge_ins[frame.session_id].hear_cancelled(cancelled)
         return pcm
 
     def _preroll_frames(self, listener: SessionListener, frame: AudioFrame) -> int:
