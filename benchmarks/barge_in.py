@@ -344,16 +344,19 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="5 trials")
+    parser.add_argument("--logs", type=Path, help="keep the stages' log and WAVs here")
     args = parser.parse_args()
     trials = 5 if args.quick else args.trials
     console = Console()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.logs or Path(temporary)
+        folder.mkdir(parents=True, exist_ok=True)
         url = os.environ.get("REDIS_URL")
         if url:
-            run(load_bus_settings(redis_url=url), trials, console, Path(folder))
+            run(load_bus_settings(redis_url=url), trials, console, folder)
             return
         with EmbeddedRedis() as server:
-            run(load_bus_settings(redis_url=server.url), trials, console, Path(folder))
+            run(load_bus_settings(redis_url=server.url), trials, console, folder)
 
 
 if __name__ == "__main__":

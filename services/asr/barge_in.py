@@ -29,6 +29,7 @@ left (`cancelling`: the coupling is at least echo_cancelled_coupling_db, as the 
 leaks while it adapts).
 """
 
+import logging
 import math
 import time
 from collections import deque
@@ -39,6 +40,8 @@ from contracts import PlaybackProgress
 from services.asr.settings import AsrSettings
 from services.asr.vad import VoiceActivity
 from services.audio_levels import level_dbfs
+
+log = logging.getLogger("marionette.asr")
 
 COUPLING_WINDOW_S = 2.0
 """The echo coupling is the loudest seen over this much of the character's speech."""
@@ -166,6 +169,7 @@ class BargeIn:
         """Whether the audio it judges is the echo canceller's output from now on. What
         it learned of the echo was learned of the other signal: it learns again."""
         if cancelled != self.cancelling:
+            log.info("%s the echo canceller's output", "hearing" if cancelled else "leaving")
             self.cancelling = cancelled
             self._excess.clear()
             self._doubtful.clear()

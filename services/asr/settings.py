@@ -122,12 +122,14 @@ class AsrSettings(MarionetteSettings):
         description="Over the character, quieter audio is never the user's speech.",
     )  # fmt: skip
     echo_cancellation: bool = Field(
-        default=True,
+        default=False,
         description="Take the character's own voice out of the microphone (WebRTC AEC3, "
         "pywebrtc-audio) before the VAD, the barge-in gate and the transcript, with what "
         "playback plays (tts.chunk, playback.progress) as the reference: the user can "
-        "interrupt a character as loud as they are. asr's and playback's clocks must agree "
-        "(one host, or NTP).",
+        "interrupt a character as loud as they are. For speakers and a desk microphone; "
+        "its output is used only once the microphone is found to hear the character and "
+        "the canceller takes 12 dB out. asr's and playback's clocks must agree (one host, "
+        "or NTP), and playback must report before the sound comes out.",
     )
     echo_output_delay_ms: int = Field(
         default=0, ge=0, le=1000,

@@ -286,8 +286,11 @@ class AsrStage(Stage):
         the transcript hear the user alone."""
         if self.echoes is None:
             return frame.pcm
-        pcm, cancelled = self.echoes[frame.session_id].process(frame.pcm, frame.captured_at)
-        self.barge_ins[frame.session_id].hear_cancelled(cancelled)
+        barge_in = self.barge_ins[frame.session_id]
+        pcm, cancelled = self.echoes[frame.session_id].process(
+            frame.pcm, frame.captured_at, user_talking=barge_in.holding
+        )
+        barge_in.hear_cancelled(cancelled)
         return pcm
 
     def _preroll_frames(self, listener: SessionListener, frame: AudioFrame) -> int:

@@ -62,7 +62,7 @@ def scene() -> tuple[TtsChunk, PlaybackProgress, bytes, bytes]:
 
 async def test_the_user_interrupts_a_character_as_loud_as_them() -> None:
     chunk, progress, _, both = scene()
-    asr = harness()  # echo_cancellation is on by default
+    asr = harness(echo_cancellation=True)
     await asr.send(chunk, progress, *frames_of(both))
     pauses = [c for c in controls(asr) if isinstance(c.command, Pause) and c.command.paused]
     assert pauses, "the user's question over the echo paused nothing"
@@ -70,7 +70,7 @@ async def test_the_user_interrupts_a_character_as_loud_as_them() -> None:
 
 async def test_the_echo_alone_interrupts_nothing() -> None:
     chunk, progress, echo, _ = scene()
-    asr = harness()  # echo_cancellation is on by default
+    asr = harness(echo_cancellation=True)
     await asr.send(chunk, progress, *frames_of(echo))
     assert controls(asr) == []
 
@@ -86,7 +86,7 @@ async def test_when_the_character_is_quiet_the_user_is_heard_untouched() -> None
     """Long after the character last played, the canceller has nothing to take out: the
     recognizer gets the microphone's own bytes (the sample recognizer matches them)."""
     chunk, progress, _, _ = scene()
-    asr = harness()
+    asr = harness(echo_cancellation=True)
     ended = datetime.fromtimestamp(CAPTURED_AT + REPLY_S, UTC)
     finished = progress.model_copy(update={"seq": 1, "state": "finished", "created_at": ended})
     await asr.send(chunk, progress, finished)
