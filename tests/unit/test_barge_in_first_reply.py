@@ -24,6 +24,7 @@ from services.audio_levels import loudest_dbfs
 from services.capture.stage import SAMPLE_CONVERSATION
 from services.tts.settings import TtsSettings
 from services.tts.synthesizer import make_synthesizer
+from tests.unit.test_barge_in import Clock
 
 RATE = 16_000
 CHUNK = RATE * 20 // 1000  # samples in 20 ms
@@ -50,14 +51,6 @@ def reply() -> tuple[np.ndarray, float]:
     audio = np.frombuffer(speech.pcm, dtype="<i2").astype(np.float32) / 32768
     level = loudest_dbfs(speech.pcm, speech.sample_rate)
     return soxr.resample(audio, speech.sample_rate, RATE).astype(np.float32), level
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def progress(state: str, level: float | None, remaining_s: float | None) -> PlaybackProgress:
