@@ -28,10 +28,10 @@ final (a create and a publish span each), policy's handler and generation, tts.s
 avatar's idle frame and playback's `finished` (two each), `finished` handled by asr
 and policy (one each), the two speech events handled by playback (one each), and the
 arbiter following the floor: the speech events, the final and `finished` (one each)."""
-SPANS_PER_CHUNK = 12
+SPANS_PER_CHUNK = 13
 """Synthesis, publish (2), and in avatar and playback each: handler, publish (2); the
-`playing` progress handled by asr, policy and the arbiter (barge-in, memory, the floor):
-one each."""
+chunk handled by asr (the echo canceller's far end); the `playing` progress handled by
+asr, policy and the arbiter (barge-in, memory, the floor): one each."""
 SPANS_PER_PARTIAL = 3
 
 
