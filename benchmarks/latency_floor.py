@@ -30,7 +30,9 @@ import json
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import ParamSpec
 
 from rich.console import Console
 from rich.table import Table
@@ -48,6 +50,7 @@ from services.tts.splitter import first_unit_end
 from services.tts.synthesizer import make_synthesizer
 
 FRAME_BYTES = 640  # 20 ms at 16 kHz, as capture sends them
+P = ParamSpec("P")
 TAG = re.compile(r"\[[a-z_]+\]\s*")
 
 
@@ -105,9 +108,10 @@ async def llm_links(
     return first_piece or 0.0, (time.perf_counter() - started) * 1000, spoken
 
 
-def timed(call: object, *args: object) -> float:
+def timed(call: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> float:
+    """ms the call takes."""
     started = time.perf_counter()
-    call(*args)  # type: ignore[operator]
+    call(*args, **kwargs)
     return (time.perf_counter() - started) * 1000
 
 

@@ -2,13 +2,12 @@
 canceller that takes it out of the microphone, and whether there is any echo to take out.
 
 The canceller runs on every frame (it keeps adapting), but its output is used only while
-the microphone is found to hear the character: the microphone's last second correlates
-with what played over the same second and up to MAX_LAG_S before (the echo is the
-played audio, delayed and coloured by the room; the user's voice and the room's noise do
-not correlate with it). With headphones nothing does, and the user is heard as the
-microphone heard them: AEC3 filters and, until it has converged, suppresses the near end
-too, which made a barge-in over a first reply ~250 ms slower for nothing. A level test
-cannot tell: the user's own first syllables are as loud as an echo.
+the microphone is found to hear the character (its last second is a delayed copy of what
+played over the same second and up to MAX_LAG_S before: _mic_correlates) and the
+canceller takes at least MIN_ERLE_DB out. With headphones there is no copy, and the user
+is heard as the microphone heard them: AEC3 filters and, until it has converged,
+suppresses the near end too, which made a barge-in over a first reply ~250 ms slower for
+nothing. A level test cannot tell: the user's own first syllables are as loud as an echo.
 """
 
 import math
@@ -17,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contracts.limits import AUDIO_SAMPLE_RATE
 from services.asr.echo_canceller import EchoCanceller
 from services.asr.echo_reference import EchoReference
 
-RATE = 16_000
+RATE = AUDIO_SAMPLE_RATE
 FRAME_S = 0.02
 WINDOW_S = 1.0
 """The microphone audio each check looks at."""
@@ -69,9 +69,9 @@ class EchoPath:
         """The frame as the VAD, the gate and Whisper should hear it, and whether that is
         the canceller's output. user_talking: the gate holds for the user (the frame says
         nothing of how well the echo is taken out)."""
-        far = self.reference.far_end(captured_at, len(pcm) // 2)
-        cleaned = self.canceller.cancel(pcm, far)
-        far_samples = np.frombuffer(far, dtype="<i2").astype(np.float32)
+        played = self.reference.far_end_samples(captured_at, len(pcm) // 2)
+        cleaned = self.canceller.cancel(pcm, played.astype("<i2").tobytes())
+        far_samples = played.astype(np.float32)
         mic = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
         if far_samples.any():
             self._sounded_at = captured_at

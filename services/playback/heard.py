@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from contracts.tts import PhonemeTiming, TtsChunk
+from services.audio_levels import frame_loudness_db
 
 DIGIT_WEIGHT = 4.0
 """A digit is read as about four phonemes ("2024": twenty twenty-four)."""
@@ -252,18 +253,16 @@ def _aligned_midpoints(texts: list[TextWord], spoken: list[SpokenWord]) -> list[
 def speech_spans(pcm: bytes, sample_rate: int) -> list[tuple[int, int]]:
     """Where the chunk's PCM has speech (samples): silence at either end and pauses of
     PAUSE_MIN_S or more left out."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    frame = max(1, round(sample_rate * FRAME_S))
-    count = len(samples) // frame
-    if count == 0:
+    if not pcm:
         return []
-    rms = np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
-    db = 20 * np.log10(np.maximum(rms, 1e-6))
+    db = frame_loudness_db(pcm, sample_rate, round(1 / FRAME_S))
+    frame = sample_rate * FRAME_S
     voiced = db >= max(float(db.max()) - VOICED_BELOW_PEAK_DB, SILENCE_FLOOR_DBFS)
     spans: list[tuple[int, int]] = []
     shortest_pause = round(PAUSE_MIN_S / FRAME_S)
+    samples = len(pcm) // 2
     for n in np.flatnonzero(voiced):
-        start, end = int(n) * frame, (int(n) + 1) * frame
+        start, end = int(n * frame), min(samples, int((n + 1) * frame))
         if spans and start - spans[-1][1] < shortest_pause * frame:
             spans[-1] = (spans[-1][0], end)  # a short gap is part of the speech
         else:
