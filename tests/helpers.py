@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from contracts.chat import ChatMessage
 from contracts.envelope import Envelope
 from contracts.topics import Topic
+from services.bus.ownership import lease_key
 from services.bus.partitions import streams_of
 from services.bus.wire import StreamEntry, decode_entry
 from services.replay.diff import word_error_rate
@@ -59,11 +60,10 @@ def viewer_chat(session: str, seq: int) -> ChatMessage:
 
 async def partition_owners(client: Redis, group: str) -> dict[int, str]:
     """Which replica holds each partition of a stage's group now, read from the lease keys
-    (`marionette:lease:{group}:{partition}` holding "<replica>#<epoch>.<nonce>")."""
+    (`lease_key(group, partition)` holding "<replica>#<epoch>.<nonce>")."""
     owners: dict[int, str] = {}
-    prefix = f"marionette:lease:{group}:"
-    async for key in client.scan_iter(f"{prefix}*"):
-        value = await client.get(key)
+    for partition in range(256):  # BusSettings.partitions is at most 256
+        value = await client.get(lease_key(group, partition))
         if value is not None:
-            owners[int(key.decode().removeprefix(prefix))] = value.decode().partition("#")[0]
+            owners[partition] = value.decode().partition("#")[0]
     return owners

@@ -33,6 +33,7 @@ from contracts.topics import Topic
 from services.bus.causes import Cause, current_cause
 from services.bus.dead_letters import DLQ_MAXLEN, dead_letter_fields, dead_letter_stream
 from services.bus.fencing import Fence, Fenced, Writes, begin_entry, run_writes
+from services.bus.partitions import session_tag
 from services.bus.recovery import (
     REDIS_UNAVAILABLE,
     TRANSIENT_ERRORS,
@@ -196,7 +197,8 @@ class EntryProcessor:
         unordered ones each handled message id."""
         base = f"marionette:seen:{self.group}:{self.topic.name}"
         if self.topic.ordered:
-            return f"{base}:{envelope.session_id}", envelope.origin
+            tag = session_tag(envelope.session_id, self.settings.partitions)
+            return f"{base}:{tag}:{envelope.session_id}", envelope.origin
         return f"{base}:{envelope.session_id}:{envelope.message_id}", None
 
     def mark(self, writes: Writes, envelope: Envelope) -> Writes:

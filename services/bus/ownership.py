@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from services.bus.fencing import Fence
+from services.bus.partitions import partition_tag
 
 # KEYS: lease, epoch counter. ARGV: replica id, lease ms, nonce, and the mode: "free" takes
 # a lease nobody holds, "own" one that a dead process of our own replica id still holds,
@@ -75,7 +76,7 @@ class LeaseChanges:
 
 
 def lease_key(group: str, partition: int) -> str:
-    return f"marionette:lease:{group}:{partition}"
+    return f"marionette:lease:{group}:{partition_tag(partition)}"
 
 
 class PartitionOwnership:
@@ -183,7 +184,7 @@ class PartitionOwnership:
             for partition in partitions:
                 pipe.eval(
                     _ACQUIRE, 2, lease_key(self.group, partition),
-                    f"marionette:epoch:{self.group}:{partition}",
+                    f"marionette:epoch:{self.group}:{partition_tag(partition)}",
                     self.replica_id, self.lease_ms, secrets.token_hex(2), mode,
                     (tokens or {}).get(partition, ""),
                 )  # fmt: skip

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from services.bus.delivery import current_delivery
-from services.bus.partitions import partition_of
+from services.bus.partitions import partition_of, session_tag
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -35,7 +35,7 @@ class RedisState(Generic[S]):
         self._sessions: dict[str, str] = {}  # key -> its session, to drop by partition
 
     def _key(self, session_id: str, key: str) -> str:
-        return f"{self._prefix}:{session_id}:{key}"
+        return f"{self._prefix}:{session_tag(session_id, self.partitions)}:{session_id}:{key}"
 
     async def load(self, session_id: str, key: str = "") -> S | None:
         redis_key = self._key(session_id, key)

@@ -26,6 +26,7 @@ from contracts.topics import ALL_TOPICS, AUDIO_FRAME, CHAT_MESSAGE, Topic
 from services.bench.utterances import FRAME_BYTES, QUESTIONS, Utterance, synthesize
 from services.bus import BusSettings, Producer
 from services.bus.dead_letters import dead_letter_topics, list_dead_letters
+from services.bus.ownership import lease_key
 from services.bus.partitions import streams_of
 from services.bus.redis_server import EmbeddedRedis
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry, entry_time
@@ -196,7 +197,7 @@ async def _speak(out: Producer, run: _Run, capture_run: str, utterance: Utteranc
 
 
 def _lease_holders(client: redis.Redis, groups: list[str], partitions: int) -> dict[str, Any]:
-    keys = [f"marionette:lease:{g}:{p}" for g in groups for p in range(partitions)]
+    keys = [lease_key(g, p) for g in groups for p in range(partitions)]
     return dict(zip(keys, client.mget(keys), strict=True))
 
 
@@ -216,7 +217,7 @@ async def _watch_leases(run: _Run) -> None:
         now = time.time()
         for kill in pending:
             if kill.tokens:
-                keys = {p: f"marionette:lease:{kill.stage}:{p}" for p in kill.tokens}
+                keys = {p: lease_key(kill.stage, p) for p in kill.tokens}
                 if all(holders[keys[p]] not in (None, kill.tokens[p]) for p in kill.tokens):
                     kill.served_again = now
             else:

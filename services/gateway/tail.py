@@ -4,7 +4,7 @@ the NPC dialogue and the remote speaker read.
 The gateway reads streams with plain XREAD (no consumer group): it only watches, so it
 takes nothing from the stages and any number of gateways can watch at once.
 
-A position is `<stream>/<entry id>` (`policy.token.p3/1732950000000-0`). Ids only order
+A position is `<stream>/<entry id>` (`policy.token.{p3}/1732950000000-0`). Ids only order
 entries of one stream, so resuming from a position goes on after it in its own stream
 and from the start of its millisecond in every other one: nothing written after it is
 missed, and what comes twice (an entry of another stream in that same millisecond) has

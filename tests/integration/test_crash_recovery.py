@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from contracts import PolicyToken
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import Bus, BusSettings, Producer, Stage, StageRuntime, consumes
+from services.bus.ownership import lease_key
 from services.bus.partitions import partition_of, stream_for
 from tests.helpers import partition_owners, read_topic, viewer_chat, wait_until
 from tests.integration.echo_worker import STARTED_LIST
@@ -167,8 +168,7 @@ async def test_a_replica_restarted_under_its_own_id_goes_on_without_waiting_for_
 
         await wait_until(holds_all, what="the replica to hold every partition")
         before = {
-            p: await redis_client.get(f"marionette:lease:echo:{p}")
-            for p in range(settings.partitions)
+            p: await redis_client.get(lease_key("echo", p)) for p in range(settings.partitions)
         }
         async with Producer(settings, "producer", [CHAT_MESSAGE]) as producer:
             await producer.publish(viewer_chat("s1", 0))
@@ -187,8 +187,7 @@ async def test_a_replica_restarted_under_its_own_id_goes_on_without_waiting_for_
         await wait_until(answered, timeout_s=30, what="the restarted replica to answer")
         waited_s = time.monotonic() - killed_at
         after = {
-            p: await redis_client.get(f"marionette:lease:echo:{p}")
-            for p in range(settings.partitions)
+            p: await redis_client.get(lease_key("echo", p)) for p in range(settings.partitions)
         }
         answers = await replies(redis_client, settings)
 

@@ -12,7 +12,7 @@ from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
 from services.bus import BusSettings, Producer
 from services.bus.fencing import Fence, Fenced, Writes, run_writes
 from services.bus.ownership import PartitionOwnership, lease_key
-from services.bus.partitions import partition_of, stream_for
+from services.bus.partitions import partition_of, partition_stream, stream_for
 from tests.helpers import partition_owners, read_topic, viewer_chat, wait_until
 from tests.integration.echo_worker import STARTED_LIST
 from tests.integration.workers import echo_workers
@@ -41,7 +41,7 @@ async def test_partitions_spread_evenly_and_never_twice(redis_client: Redis) -> 
     assert sum(len(o) for o in owned) == 8, "no partition has two owners"
     for ownership in (a, b, c):
         for partition, lease in ownership.leases.items():
-            stored = await redis_client.get(f"marionette:lease:g:{partition}")
+            stored = await redis_client.get(lease_key("g", partition))
             assert stored == lease.token.encode()
             holder, _, epoch_nonce = lease.token.partition("#")
             assert holder == ownership.replica_id
@@ -71,7 +71,7 @@ async def test_a_lease_taken_by_another_is_reported_lost(redis_client: Redis) ->
     await a.tick()
     stolen = min(a.leases)
     await asyncio.sleep(0.35)  # 'a' stalls past its lease
-    await redis_client.set(f"marionette:lease:g:{stolen}", "b#99.abcd", px=5000)
+    await redis_client.set(lease_key("g", stolen), "b#99.abcd", px=5000)
     changes = await a.tick()
     assert stolen in changes.lost
     assert stolen not in a.leases
@@ -107,7 +107,7 @@ async def test_the_first_tick_of_a_restarted_replica_takes_its_leases_back_at_on
 async def test_a_stale_owners_publish_and_ack_are_refused_after_a_takeover(
     redis_client: Redis,
 ) -> None:
-    stream = "chat.message.p0"
+    stream = partition_stream("chat.message", 0)
     await redis_client.xgroup_create(stream, "g", id="0", mkstream=True)
     entry_id = await redis_client.xadd(stream, {b"k": b"v"})
     await redis_client.xreadgroup("g", "a", {stream: ">"})
@@ -122,10 +122,16 @@ async def test_a_stale_owners_publish_and_ack_are_refused_after_a_takeover(
     stale = Fence(lease_key("g", 0), held.token)
 
     with pytest.raises(Fenced):
-        await run_writes(redis_client, stale, Writes().xadd("policy.token.p0", 1000, {b"k": b"v"}))
+        await run_writes(
+            redis_client,
+            stale,
+            Writes().xadd(partition_stream("policy.token", 0), 1000, {b"k": b"v"}),
+        )
     with pytest.raises(Fenced):
         await run_writes(redis_client, stale, Writes().xack(stream, "g", entry_id))
-    assert await redis_client.exists("policy.token.p0") == 0, "nothing was published"
+    assert await redis_client.exists(partition_stream("policy.token", 0)) == 0, (
+        "nothing was published"
+    )
     assert (await redis_client.xpending(stream, "g"))["pending"] == 1, "nor acknowledged"
 
     fresh = b.fence(0)

@@ -17,7 +17,7 @@ from contracts.topics import (
     POLICY_TOKEN,
 )
 from services.bus import Bus, BusSettings, Producer, Stage, StageRuntime, consumes
-from services.bus.partitions import stream_for
+from services.bus.partitions import partition_stream, stream_for
 from services.replay.pacing import BACKLOG_WINDOW, CHECK_EVERY, live_backlog
 from services.replay.recorder import RecordedList, Recorder, StopAfter
 from services.replay.recording import Recording, RecordingHeader, RecordingWriter
@@ -101,7 +101,7 @@ async def test_a_round_trip_reproduces_every_message_byte_for_byte(
         ]
         for message in [*frames, chat("t1"), *reply("t1", "Hi"), interrupt(0)]:
             await out.publish(message)
-    await redis_client.xadd("chat.message.p0", {b"not": b"a FastStream message"})
+    await redis_client.xadd(partition_stream("chat.message", 0), {b"not": b"a FastStream message"})
     await asyncio.sleep(0.5)
     stop.set()
     stats = await recording

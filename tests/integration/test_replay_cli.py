@@ -18,6 +18,7 @@ from contracts.envelope import Envelope
 from contracts.limits import SCHEMA_VERSION
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN, TTS_CHUNK
 from services.bus import BusSettings, Producer
+from services.bus.partitions import partition_stream
 from services.bus.wire import StreamEntry, decode_entry
 from services.replay.recording import Record, Recording, RecordingHeader, RecordingWriter
 from tests.helpers import wait_until
@@ -92,7 +93,7 @@ async def test_replay_reads_a_recording_of_older_contracts_through_the_migration
         ),
     ]  # fmt: skip
     for n, message in enumerate(old):
-        stream = f"{topics[n]}.p0"
+        stream = partition_stream(topics[n], 0)
         writer.write(
             Record(stream, f"{1_700_000_000_000 + n * 100}-0", await body_entry(message, 1))
         )

@@ -230,6 +230,6 @@ def test_stream_for_is_one_of_the_topics_streams(topic: Any) -> None:
     assert len(streams) == len(set(streams))
     if topic.ordered:
         assert streams == [partition_stream(topic.name, p) for p in range(4)]
-        assert stream_for(topic, "sess-1", 4) == f"{topic.name}.p{partition_of('sess-1', 4)}"
+        assert stream_for(topic, "sess-1", 4) == f"{topic.name}.{{p{partition_of('sess-1', 4)}}}"
     else:
         assert streams == [topic.name]
