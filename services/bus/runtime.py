@@ -48,6 +48,8 @@ from services.bus.settings import BusSettings
 from services.bus.stage import Stage
 from services.bus.switches import StageSwitch, read_switches_patiently, store_switch
 from services.telemetry import metrics
+from services.telemetry.health import BOARD as HEALTH
+from services.telemetry.health import StageHealth
 
 log = logging.getLogger("marionette.bus")
 
@@ -130,6 +132,7 @@ class StageRuntime(Generic[StageT]):
         self._draining: set[int] = set()
         self._followers: list[ControlFollower] = []
         self._ready = asyncio.Event()
+        self._serving = False
         self._work: asyncio.Task[None] | None = None
 
     @property
@@ -190,6 +193,8 @@ class StageRuntime(Generic[StageT]):
         await self._redis_now()  # waits for Redis to answer
         stage = await self._build(self.bus)
         self._stage = stage
+        if self.heartbeat is not None:  # a stage, not a tool publishing: /readyz counts it
+            HEALTH.watch(self)
         if self.switch is not None:  # what outlived the control history
             self.switch.restore(await read_switches_patiently(self.client, self.group))
         for consumer in self.consumers:
@@ -235,6 +240,16 @@ class StageRuntime(Generic[StageT]):
             waits.append(self._ready.wait())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), self.settings.lease_ms / 1000)
+        self._serving = True
+
+    def health(self) -> StageHealth:
+        """For /readyz (read from the metrics thread)."""
+        return StageHealth(
+            stage=self.group, replica=self.replica_id, redis_url=self.redis_url,
+            built=self._stage is not None, serving=self._serving,
+            leases_taken=self.ownership is None or self._ready.is_set(),
+            partitions_held=sorted(self.ownership.leases) if self.ownership else [],
+        )  # fmt: skip
 
     async def _redis_now(self) -> tuple[int, int]:
         """Redis's clock as an entry id; waits for Redis (it may be restarting)."""
@@ -368,6 +383,8 @@ class StageRuntime(Generic[StageT]):
     async def stop(self) -> None:
         """Stop reading, hand the partitions back, disconnect."""
         metrics.unwatch(self)
+        HEALTH.unwatch(self)
+        self._serving = False
         if self.heartbeat is not None:
             self.heartbeat.stop()
         for task in self._tasks:

@@ -8,13 +8,16 @@ what each consumer handled, dead-lettered and dropped, and each group's backlog 
 """
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 from weakref import WeakSet
+from wsgiref.simple_server import make_server
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("marionette.telemetry")
@@ -216,13 +219,20 @@ def unwatch(runtime: WatchedRuntime) -> None:
 
 
 def serve_metrics(port: int, host: str) -> bool:
-    """Serve REGISTRY on http://host:port/metrics (a daemon thread); False: port taken."""
+    """Serve REGISTRY on http://host:port/metrics, and the stage's health on /healthz and
+    /readyz (services/telemetry/health.py), from a daemon thread; False: port taken."""
+    from services.telemetry.health import with_health
+
     try:
-        start_http_server(port, addr=host, registry=REGISTRY)
+        server = make_server(
+            host, port, with_health(make_wsgi_app(REGISTRY)),
+            ThreadingWSGIServer, handler_class=_SilentHandler,
+        )  # fmt: skip
     except OSError as exc:
         log.warning(
             "metrics: cannot listen on %s:%d (%s); no /metrics in this process", host, port, exc
         )
         return False
-    log.info("metrics on http://%s:%d/metrics", host, port)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics on http://%s:%d/metrics, health on /healthz and /readyz", host, port)
     return True
