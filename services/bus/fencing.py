@@ -9,8 +9,10 @@ acknowledge what the new owner is handling.
 
 A write is a small batch of operations (`Writes`), run atomically after the check:
 XADD (the publish), XACK, a dedup mark, state to set or delete, the crash bookkeeping of the
-entry in hand. Every key is passed in KEYS, so a Redis Cluster could run it when the keys of
-one partition share a hash slot.
+entry in hand. Every key is passed in KEYS, and the keys of a partition share its hash slot
+(services.bus.partitions), so a Redis Cluster runs it on one node. The few writes that leave
+the partition's slot (a dead letter, a control message) run just before, unfenced: a crash
+in between may leave a dead letter or a control message twice, never lose one.
 """
 
 from collections.abc import Callable, Mapping
@@ -18,7 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
+
+from services.bus.connect import is_cluster
 
 FENCED_ERROR = "MARIONETTE_FENCED"
 
@@ -145,6 +150,20 @@ class Writes:
         self.args += other.args
         return self
 
+    def by_slot(self) -> dict[int, "Writes"]:
+        """The operations grouped by the Redis Cluster slot of their first key, in order."""
+        groups: dict[int, Writes] = {}
+        k, a = 0, 0
+        while a < len(self.args):
+            nkeys, nargs = int(self.args[a + 1]), int(self.args[a + 2])
+            keys = self.keys[k : k + nkeys]
+            group = groups.setdefault(key_slot(keys[0].encode()), Writes())
+            group.keys += keys
+            group.args += self.args[a : a + 3 + nargs]
+            k += nkeys
+            a += 3 + nargs
+        return groups
+
     def __bool__(self) -> bool:
         return bool(self.args)
 
@@ -162,7 +181,12 @@ class Fence:
 
     @classmethod
     def none(cls) -> "Fence":
-        return cls("marionette:unfenced", "")
+        """No fence: the scripts then skip the lease and take their first key in its place
+        (one key less, and no key outside the slot of the others)."""
+        return cls("", "")
+
+    def lease_or(self, key: str) -> str:
+        return self.lease_key if self.token else key
 
 
 def _fenced(exc: ResponseError) -> bool:
@@ -170,15 +194,35 @@ def _fenced(exc: ResponseError) -> bool:
 
 
 async def run_writes(client: Redis, fence: Fence, writes: Writes) -> Any:
-    """Run the batch behind the fence; returns the XADD's entry id when it has one."""
+    """Run the batch behind the fence; returns the last XADD's entry id when it has one."""
+    if is_cluster(client) and writes:
+        return await _run_by_slot(client, fence, writes)
+    return await _run(client, fence, writes)
+
+
+async def _run(client: Redis, fence: Fence, writes: Writes) -> Any:
+    lease = fence.lease_or(writes.keys[0] if writes.keys else "marionette:unfenced")
     try:
         return await client.eval(
-            _WRITE, 1 + len(writes.keys), fence.lease_key, *writes.keys, fence.token, *writes.args
+            _WRITE, 1 + len(writes.keys), lease, *writes.keys, fence.token, *writes.args
         )
     except ResponseError as exc:
         if _fenced(exc):
             raise Fenced(f"lost the lease {fence.lease_key}; write refused") from None
         raise
+
+
+async def _run_by_slot(client: Redis, fence: Fence, writes: Writes) -> Any:
+    """On a cluster: what lies outside the fence's slot first (unfenced), then the rest."""
+    groups = writes.by_slot()
+    home = key_slot(fence.lease_key.encode()) if fence.token else next(iter(groups))
+    result = None
+    for slot, group in groups.items():
+        if slot != home:
+            result = await _run(client, Fence.none(), group) or result
+    if home in groups:
+        result = await _run(client, fence, groups[home]) or result
+    return result
 
 
 async def begin_entry(
@@ -196,7 +240,7 @@ async def begin_entry(
 ) -> int | None:
     """Mark the entry as in hand. None: it is a duplicate; else how often its consumer died
     while handling it before."""
-    keys = [fence.lease_key, dedup_key, in_hand_key, crashes_key]
+    keys = [fence.lease_or(dedup_key), dedup_key, in_hand_key, crashes_key]
     kind = "none" if not check_duplicate else "mark" if mark_field is not None else "seen"
     args: list[str | int | bytes] = [fence.token, kind, mark_field or "", seq, entry_id, ttl_s]
     try:

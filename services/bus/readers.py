@@ -3,7 +3,8 @@
 PartitionedReader serves an ordered topic: the replica reads only the partitions it owns
 (services.bus.ownership), each through its own bounded queue and worker, so a session's
 messages are handled in order. A worker starting on a partition first finishes what the
-previous owner left pending.
+previous owner left pending. One XREADGROUP fetches every partition held; on a Redis Cluster,
+where the partitions live in different slots, each partition has a fetch loop of its own.
 BroadcastReader serves an unordered topic (control): every replica reads every entry, with
 no consumer group, so an interrupt reaches the replica that owns the turn.
 Neither loop ever stops on an error: it backs off briefly and tries again.
@@ -18,6 +19,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from services.bus.connect import is_cluster
 from services.bus.delivery import EntryProcessor, Held
 from services.bus.fencing import Fence, Fenced
 from services.bus.partitions import partition_stream
@@ -129,6 +131,8 @@ class PartitionedReader:
         self.topic_name = processor.topic.name
         self.parts: dict[int, _Partition] = {}
         self.name = f"{processor.group}/{self.topic_name}"
+        # A command's keys must share a slot on a cluster: one read per partition there.
+        self.read_each_partition = is_cluster(processor.client)
 
     async def ensure_groups(self) -> None:
         p = self.processor
@@ -177,6 +181,7 @@ class PartitionedReader:
     async def _work(self, part: _Partition) -> None:
         p = self.processor
         name = f"{self.name}/p{part.number}"
+        fetching: asyncio.Task[None] | None = None
         try:
 
             async def take_over() -> None:
@@ -187,6 +192,11 @@ class PartitionedReader:
                 part.ready = True
 
             await resilient(name, take_over, self.ensure_groups, repeat=False)
+            if self.read_each_partition and part.ready:
+                fetching = asyncio.create_task(
+                    resilient(name, lambda: self._fetch_partition(part), self.ensure_groups),
+                    name=f"{name}/fetch",
+                )
             while part.ready:
                 # redis-py can swallow a cancellation that lands inside a command (in the
                 # take-over or a handler); without this check the worker would wait on its
@@ -196,6 +206,8 @@ class PartitionedReader:
                 if entry is None or not await self._handle(part, entry):
                     return
         finally:
+            if fetching is not None:
+                fetching.cancel()
             if self.parts.get(part.number) is part and not part.draining:
                 self.parts.pop(part.number, None)
 
@@ -222,11 +234,17 @@ class PartitionedReader:
     async def _fetch(self) -> None:
         p, settings = self.processor, self.processor.settings
         ready = {part.stream: part for part in self.parts.values() if part.ready}
-        if not ready:
+        if not ready or self.read_each_partition:
             await asyncio.sleep(settings.block_ms / 1000)
             return
         for entry in await read_new(p, list(ready)):
             await self._enqueue(ready[entry.stream], entry)
+
+    async def _fetch_partition(self, part: _Partition) -> None:
+        """One partition's new entries (on a cluster; a cancelled read leaves what it got
+        pending in the group, for whoever owns the partition next to claim)."""
+        for entry in await read_new(self.processor, [part.stream]):
+            await self._enqueue(part, entry)
 
     async def _enqueue(self, part: _Partition, entry: StreamEntry) -> None:
         """Queue the entry for its partition's worker; a full queue waits (back-pressure) or,

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from contracts.envelope import Envelope
 from contracts.topics import Topic
 from services.bus.causes import cause_headers
+from services.bus.connect import is_cluster
 from services.bus.delivery import Delivery, current_delivery, write_while_owned
 from services.bus.faststream_bridge import FencedPublish, fenced_publish
 from services.bus.fencing import Fence, Fenced, Writes
@@ -80,7 +81,11 @@ class RedisPublisher:
         while Redis is away; a retried publish may land twice, which consumers drop."""
         backoff = Backoff()
         deadline = time.monotonic() + timeout_s
+        # FastStream's own connection knows no cluster: there, the XADD goes through the
+        # bus's client (the same script, without a fence).
+        plan = FencedPublish(Fence.none(), Writes(), self.bus.write) if self.bus.cluster else None
         while True:
+            token = fenced_publish.set(plan)
             try:
                 entry_id: bytes = await self._publisher.publish(
                     message, stream=stream, maxlen=maxlen, headers=cause_headers()
@@ -91,6 +96,8 @@ class RedisPublisher:
                 if time.monotonic() > deadline:
                     raise
                 await backoff.wait()
+            finally:
+                fenced_publish.reset(token)
 
 
 class RedisBus:
@@ -114,6 +121,7 @@ class RedisBus:
         self.replica_id = replica_id
         self.settings = settings
         self.client = client
+        self.cluster = is_cluster(client)
         self.interrupts = interrupts
         self._fence = fence
         self.switch = switch

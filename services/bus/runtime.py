@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from contracts.envelope import Envelope
 from contracts.topics import CONTROL, Topic
+from services.bus.connect import bus_client
 from services.bus.control import ControlFollower
 from services.bus.dead_letters import dead_letter_stream
 from services.bus.delivery import ConsumerStats, EntryProcessor
@@ -89,8 +90,8 @@ class StageRuntime(Generic[StageT]):
         self.group = stage_cls.name
         self.replica_id = replica_id or settings.replica_id or new_replica_id(stage_cls.name)
         # A blocking XREADGROUP must not hit the socket timeout (redis-py's default is 5 s).
-        self.client: Redis = Redis.from_url(
-            settings.redis_url,
+        self.client: Redis = bus_client(
+            settings,
             health_check_interval=5,
             socket_timeout=settings.block_ms / 1000 + 10,
             socket_connect_timeout=5,
@@ -146,6 +147,10 @@ class StageRuntime(Generic[StageT]):
     @property
     def redis_url(self) -> str:
         return self.settings.redis_url or ""
+
+    @property
+    def redis_cluster(self) -> bool:
+        return self.settings.redis_cluster
 
     def consumer_counts(self) -> dict[str, ConsumerStats]:
         counts = {name: processor.stats for name, processor in self.processors.items()}
@@ -246,7 +251,7 @@ class StageRuntime(Generic[StageT]):
         """For /readyz (read from the metrics thread)."""
         return StageHealth(
             stage=self.group, replica=self.replica_id, redis_url=self.redis_url,
-            built=self._stage is not None, serving=self._serving,
+            redis_cluster=self.redis_cluster, built=self._stage is not None, serving=self._serving,
             leases_taken=self.ownership is None or self._ready.is_set(),
             partitions_held=sorted(self.ownership.leases) if self.ownership else [],
         )  # fmt: skip

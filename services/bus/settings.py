@@ -18,6 +18,11 @@ class BusSettings(MarionetteSettings):
         pattern=r"^(redis|rediss|unix)://",
         description="Redis to use; unset starts an embedded server for this process tree.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster: stages use a cluster client "
+        "(every key of a partition hashes to its slot; services/bus/partitions.py).",
+    )
     redis_server: str | None = Field(
         default=None, description="Path of the redis-server binary for the embedded server."
     )

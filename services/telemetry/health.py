@@ -29,6 +29,7 @@ class StageHealth:
     stage: str
     replica: str
     redis_url: str
+    redis_cluster: bool  # REDIS_URL names a node of a Redis Cluster
     built: bool  # the stage is built: its model is loaded
     serving: bool  # it reads its topics (a spare on standby does not)
     leases_taken: bool  # it has taken part in a lease round (always true without partitions)
@@ -52,7 +53,7 @@ class Readiness:
 class HealthBoard:
     """The stage runtimes of this process, and the readiness they add up to."""
 
-    def __init__(self, ping: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, ping: Callable[[str, bool], bool] | None = None) -> None:
         self.sources: WeakSet[HealthSource] = WeakSet()
         self._ping = ping or _Pinger()
         self._lock = threading.Lock()
@@ -73,9 +74,10 @@ class HealthBoard:
         return _combine(states, self._ping)
 
 
-def _combine(states: Iterable[StageHealth], ping: Callable[[str], bool]) -> Readiness:
+def _combine(states: Iterable[StageHealth], ping: Callable[[str, bool], bool]) -> Readiness:
     states = list(states)
-    reachable = {url: ping(url) for url in {s.redis_url for s in states}}
+    servers = {(s.redis_url, s.redis_cluster) for s in states}
+    reachable = {url: ping(url, cluster) for url, cluster in servers}
     reasons = [
         why
         for s in states
@@ -102,19 +104,26 @@ class _Pinger:
     """PING with a short timeout; one client per URL, kept (a probe comes every few seconds)."""
 
     def __init__(self) -> None:
-        self._clients: dict[str, redis.Redis] = {}
+        self._clients: dict[str, redis.Redis | redis.RedisCluster] = {}
 
-    def __call__(self, url: str) -> bool:
-        client = self._clients.get(url)
-        if client is None:
-            client = redis.Redis.from_url(
-                url, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S
-            )
-            self._clients[url] = client
+    def __call__(self, url: str, cluster: bool) -> bool:
         try:
+            client = self._clients.get(url)
+            if client is None:
+                client = sync_client(url, cluster, timeout_s=PING_TIMEOUT_S)
+                self._clients[url] = client
             return bool(client.ping())
         except redis.RedisError:
             return False
+
+
+def sync_client(url: str, cluster: bool, timeout_s: float) -> "redis.Redis | redis.RedisCluster":
+    """A blocking client (for the metrics thread): a cluster client when `cluster`."""
+    if cluster:
+        return redis.RedisCluster.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 BOARD = HealthBoard()

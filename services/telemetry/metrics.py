@@ -96,6 +96,9 @@ class WatchedRuntime(Protocol):
     @property
     def redis_url(self) -> str: ...
 
+    @property
+    def redis_cluster(self) -> bool: ...
+
     def consumer_counts(self) -> Mapping[str, ConsumerCounts]: ...
 
     def consumed_streams(self) -> list[tuple[str, str]]: ...
@@ -106,13 +109,14 @@ class WatchedRuntime(Protocol):
 class BusCollector(Collector):
     def __init__(self) -> None:
         self.runtimes: WeakSet[WatchedRuntime] = WeakSet()
-        self._clients: dict[str, redis.Redis] = {}
+        self._clients: dict[str, redis.Redis | redis.RedisCluster] = {}
 
-    def _client(self, url: str) -> redis.Redis:
+    def _client(self, runtime: "WatchedRuntime") -> "redis.Redis | redis.RedisCluster":
+        from services.telemetry.health import sync_client
+
+        url = runtime.redis_url
         if url not in self._clients:
-            self._clients[url] = redis.Redis.from_url(
-                url, socket_timeout=1, socket_connect_timeout=1
-            )
+            self._clients[url] = sync_client(url, runtime.redis_cluster, timeout_s=1)
         return self._clients[url]
 
     def collect(self) -> Iterator[Metric]:
@@ -151,7 +155,7 @@ class BusCollector(Collector):
                     consumed.add_metric([runtime.group, topic, outcome], value)
             try:
                 self._backlog(runtime, lag, pending)
-                client = self._client(runtime.redis_url)
+                client = self._client(runtime)
                 for topic, stream in runtime.dead_letter_streams().items():
                     if topic not in dead_topics:
                         dead_topics.add(topic)
@@ -165,7 +169,7 @@ class BusCollector(Collector):
     def _backlog(
         self, runtime: WatchedRuntime, lag: GaugeMetricFamily, pending: GaugeMetricFamily
     ) -> None:
-        client = self._client(runtime.redis_url)
+        client = self._client(runtime)
         for topic, stream in runtime.consumed_streams():
             try:
                 groups = client.xinfo_groups(stream)
@@ -182,7 +186,7 @@ class BusCollector(Collector):
 LAG_COUNT_LIMIT = 10_000
 
 
-def _lag(client: redis.Redis, stream: str, group: dict[str, object]) -> int:
+def _lag(client: "redis.Redis | redis.RedisCluster", stream: str, group: dict[str, object]) -> int:
     known = group.get("lag")
     if known is not None:
         return int(str(known))

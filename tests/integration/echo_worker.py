@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from contracts import ChatMessage, Control, Envelope, PolicyToken
 from contracts.topics import CHAT_MESSAGE, CONTROL, POLICY_TOKEN
 from services.bus import Bus, Publishes, Stage, StageRuntime, consumes, load_bus_settings
+from services.bus.connect import bus_client
 
 STARTED_LIST = "echo:started"
 
@@ -80,7 +81,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("faststream").setLevel(logging.WARNING)
     settings = load_bus_settings()
-    client: Redis = Redis.from_url(settings.redis_url or "")
+    client: Redis = bus_client(settings)  # a cluster client on a Redis Cluster
 
     async def build(bus: Bus) -> EchoStage:
         return EchoStage(

@@ -21,6 +21,7 @@ def worker_env(settings: BusSettings) -> dict[str, str]:
         "REDIS_URL": settings.redis_url or "",
         "MARIONETTE_LEASE_MS": str(settings.lease_ms),
         "MARIONETTE_PARTITIONS": str(settings.partitions),
+        "MARIONETTE_REDIS_CLUSTER": "true" if settings.redis_cluster else "false",
         "MARIONETTE_RETRY_BACKOFF_MS": str(settings.retry_backoff_ms),
         "MARIONETTE_MAX_DELIVERIES": str(settings.max_deliveries),
         "MARIONETTE_HANDLER_TIMEOUT_S": str(settings.handler_timeout_s),

@@ -13,7 +13,8 @@ class Source:
 
 def state(**changes: object) -> StageHealth:
     fields: dict[str, object] = dict(
-        stage="tts", replica="tts-1", redis_url="redis://r", built=True, serving=True,
+        stage="tts", replica="tts-1", redis_url="redis://r", redis_cluster=False, built=True,
+        serving=True,
         leases_taken=True, partitions_held=[1, 2],
     )  # fmt: skip
     fields.update(changes)
@@ -21,7 +22,7 @@ def state(**changes: object) -> StageHealth:
 
 
 def readiness(*states: StageHealth, redis_up: bool = True) -> tuple[bool, str]:
-    board = HealthBoard(ping=lambda url: redis_up)
+    board = HealthBoard(ping=lambda url, cluster: redis_up)
     sources = [Source(s) for s in states]
     for source in sources:
         board.watch(source)
@@ -51,7 +52,7 @@ def test_no_runtime_is_not_ready() -> None:
 
 
 def test_partitions_held_are_merged() -> None:
-    board = HealthBoard(ping=lambda url: True)
+    board = HealthBoard(ping=lambda url, cluster: True)
     sources = [Source(state(partitions_held=[3, 1])), Source(state(partitions_held=[2]))]
     for source in sources:
         board.watch(source)

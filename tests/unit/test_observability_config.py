@@ -192,6 +192,7 @@ class _Runtime:
 
     group = "asr"
     redis_url = "redis://127.0.0.1:1/0"
+    redis_cluster = False
 
     def consumer_counts(self) -> dict[str, _Counts]:
         return {"audio.frame": _Counts()}
