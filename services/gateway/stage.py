@@ -15,10 +15,10 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
-from redis.asyncio import Redis
 
 from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, CONTROL, PLAYBACK_PROGRESS, POLICY_TOKEN
 from services.bus import Bus, Publishes, Stage
+from services.bus.connect import bus_client
 from services.bus.redis_bus import RedisBus
 from services.errors import StageStartError
 from services.gateway.app import create_app
@@ -79,7 +79,7 @@ class GatewayStage(Stage):
         settings = load_settings(GatewaySettings)
         if not isinstance(bus, RedisBus):
             raise StageStartError("the gateway runs on Redis (marionette up / marionette run)")
-        watcher = Redis.from_url(bus.settings.redis_url or "", socket_connect_timeout=5)
+        watcher = bus_client(bus.settings, socket_connect_timeout=5)
         return cls(settings, BusLink(settings, bus.settings, bus, watcher), bus)
 
     async def background(self) -> None:

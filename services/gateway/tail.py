@@ -2,7 +2,8 @@
 the NPC dialogue and the remote speaker read.
 
 The gateway reads streams with plain XREAD (no consumer group): it only watches, so it
-takes nothing from the stages and any number of gateways can watch at once.
+takes nothing from the stages and any number of gateways can watch at once. On a Redis
+Cluster one XREAD cannot span slots: each slot's streams are read by a loop of their own.
 
 A position is `<stream>/<entry id>` (`policy.token.{p3}/1732950000000-0`). Ids only order
 entries of one stream, so resuming from a position goes on after it in its own stream
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from contracts.envelope import Envelope
 from contracts.topics import Topic
+from services.bus.connect import is_cluster
 from services.bus.partitions import stream_for, streams_of
 from services.bus.wire import MalformedMessage, StreamEntry, decode_entry, entry_order
 
@@ -136,19 +139,57 @@ class StreamTail:
         nothing written between taking them and following is missed."""
         streams = self.streams(topics, session)
         positions = starts if starts is not None else await self.starts(list(streams), since)
+        reads = (
+            self._read_by_slot(positions, block_ms)
+            if is_cluster(self.client)
+            else self._read(positions, block_ms)
+        )
+        async for rows in reads:
+            for raw_stream, entries in rows:
+                stream = raw_stream.decode()
+                topic = streams[stream]
+                for entry_id, fields in entries:
+                    event = self.decode(topic, stream, entry_id, fields, session)
+                    if event is not None:
+                        yield event
+            await asyncio.sleep(0)  # let other watchers in between two full reads
+
+    async def _read(self, positions: dict[str, str], block_ms: int) -> AsyncIterator[Rows]:
+        """XREAD from the positions, moving them on, forever."""
         while True:
             rows = cast(
                 Rows, await self.client.xread(cast(Any, positions), block=block_ms, count=200) or []
             )
             for raw_stream, entries in rows:
-                stream = raw_stream.decode()
-                topic = streams[stream]
-                for entry_id, fields in entries:
-                    positions[stream] = entry_id.decode()
-                    event = self.decode(topic, stream, entry_id, fields, session)
-                    if event is not None:
-                        yield event
-            await asyncio.sleep(0)  # let other watchers in between two full reads
+                if entries:
+                    positions[raw_stream.decode()] = entries[-1][0].decode()
+            yield rows
+
+    async def _read_by_slot(self, positions: dict[str, str], block_ms: int) -> AsyncIterator[Rows]:
+        """_read per slot, all at once (a cluster); a failing read ends the whole."""
+        by_slot: dict[int, dict[str, str]] = {}
+        for stream, position in positions.items():
+            by_slot.setdefault(key_slot(stream.encode()), {})[stream] = position
+        found: asyncio.Queue[Rows | BaseException] = asyncio.Queue(maxsize=len(by_slot) * 2)
+
+        async def pump(group: dict[str, str]) -> None:
+            try:
+                async for rows in self._read(group, block_ms):
+                    if rows:
+                        await found.put(rows)
+            except Exception as exc:
+                await found.put(exc)
+
+        pumps = [asyncio.create_task(pump(group)) for group in by_slot.values()]
+        try:
+            while True:
+                item = await found.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in pumps:
+                task.cancel()
 
     def decode(
         self, topic: Topic[Any], stream: str, entry_id: bytes, fields: dict[bytes, bytes],

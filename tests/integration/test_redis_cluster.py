@@ -19,6 +19,7 @@ from services.bus.connect import bus_client
 from services.bus.dead_letters import dead_letter_stream
 from services.bus.partitions import stream_for
 from services.bus.redis_server import EmbeddedRedis
+from services.gateway.tail import StreamTail
 from tests.helpers import partition_owners, read_topic, viewer_chat, wait_until
 from tests.integration.echo_worker import STARTED_LIST
 from tests.integration.test_hash_slots import CountingStage
@@ -178,3 +179,30 @@ async def test_a_failing_message_goes_to_dead_letters_in_another_slot(
         await wait_until(acknowledged, what="the partition stream to let it go")
     (entry,) = await cluster_client.xrange(dead)
     assert b"cannot take" in entry[1][b"reason"]
+
+
+async def test_the_gateways_tail_follows_partitions_on_every_master(
+    cluster_settings: BusSettings, cluster_client: Redis
+) -> None:
+    tail = StreamTail(cluster_client, cluster_settings.partitions, 1 << 20)
+    seen: list[str] = []
+
+    async def watch() -> None:
+        async for event in tail.follow([POLICY_TOKEN], block_ms=200):
+            seen.append(event.message.session_id)
+
+    watching = asyncio.create_task(watch())
+    await asyncio.sleep(0.5)  # the watcher is reading "from now"
+    try:
+        async with Producer(cluster_settings, "producer", [POLICY_TOKEN]) as producer:
+            for n, session in enumerate(SESSIONS):
+                await producer.publish(
+                    PolicyToken(session_id=session, turn_id="t1", seq=n, index=0, text="hi")
+                )
+
+        async def all_seen() -> bool:
+            return sorted(seen) == sorted(SESSIONS)
+
+        await wait_until(all_seen, what="the tail to see every session's token")
+    finally:
+        watching.cancel()
