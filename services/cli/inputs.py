@@ -7,13 +7,13 @@ import uuid
 from typing import Annotated, cast
 
 import typer
-from redis.asyncio import Redis
 from rich.table import Table
 
 from contracts import ChatMessage, PolicyToken
 from contracts.topics import CHAT_MESSAGE, POLICY_TOKEN
 from contracts.turns import reply_ended
 from services.bus import Producer, StageRuntime
+from services.bus.connect import bus_client
 from services.bus.partitions import stream_for
 from services.bus.runtime import RedisBus
 from services.bus.settings import BusSettings
@@ -113,7 +113,7 @@ def send_chat(
     )
 
     async def go() -> PolicyToken | None:
-        client: Redis = Redis.from_url(bus.redis_url or "")
+        client = bus_client(bus)  # a cluster client on a Redis Cluster
         stream = stream_for(POLICY_TOKEN, session, bus.partitions)
         newest = cast(list[tuple[bytes, Fields]], await client.xrevrange(stream, count=1))
         start = newest[0][0] if newest else b"0-0"

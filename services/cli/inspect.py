@@ -11,6 +11,7 @@ from rich.table import Table
 
 from contracts.topics import topic_named
 from services.bus import dead_letters as dlq
+from services.bus.connect import bus_client
 from services.cli.common import bus_settings, existing_redis, fail, out
 from services.cli.stages import telemetry_settings
 from services.models import ModelMissing
@@ -122,10 +123,11 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
 ) -> None:
     """List dead letters: topic, reason, delivery count, consumer."""
-    url = existing_redis(bus_settings())
+    settings = bus_settings()
+    settings = settings.model_copy(update={"redis_url": existing_redis(settings)})
 
     async def collect() -> list[dlq.DeadLetter]:
-        client: Redis = Redis.from_url(url)
+        client = bus_client(settings)  # a cluster client on a Redis Cluster
         try:
             names = [topic_named(topic).name] if topic else await dlq.dead_letter_topics(client)
             return [

@@ -4,7 +4,10 @@ partitions (a SIGKILLed one included), and a poison message reaches dead letters
 in another slot than the partition it came from."""
 
 import asyncio
+import json
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from services.gateway.tail import StreamTail
 from tests.helpers import partition_owners, read_topic, viewer_chat, wait_until
 from tests.integration.echo_worker import STARTED_LIST
 from tests.integration.test_hash_slots import CountingStage
-from tests.integration.workers import echo_workers
+from tests.integration.workers import echo_workers, worker_env
 from tests.redis_cluster import redis_cluster
 
 pytestmark = pytest.mark.integration
@@ -179,6 +182,12 @@ async def test_a_failing_message_goes_to_dead_letters_in_another_slot(
         await wait_until(acknowledged, what="the partition stream to let it go")
     (entry,) = await cluster_client.xrange(dead)
     assert b"cannot take" in entry[1][b"reason"]
+    listed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "services", "dlq", "list", "--json"],
+        env=worker_env(cluster_settings), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (letter,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert "cannot take" in letter["reason"], "`marionette dlq list` reads the cluster"
 
 
 async def test_the_gateways_tail_follows_partitions_on_every_master(
