@@ -121,9 +121,13 @@ say "spoken turn answered: $voice reply WAVs back through the gateway's remote s
 say "scale tts to 2"
 "${COMPOSE[@]}" up -d --no-build --no-deps --scale tts=2 tts >/dev/null 2>&1
 wait_ready "$(container tts 1)" "$(container tts 2)"
+deadline=$((SECONDS + 60))
 for n in 1 2; do
     until podman exec "$(container tts $n)" curl -fsS http://127.0.0.1:9464/readyz \
-            | grep -q '"partitions_held": \[[0-9]'; do sleep 1; done
+            | grep -q '"partitions_held": \[[0-9]'; do
+        [ $SECONDS -lt $deadline ] || fail "tts_$n holds no partition"
+        sleep 1
+    done
     say "tts_$n holds $(podman exec "$(container tts $n)" curl -fsS http://127.0.0.1:9464/readyz \
         | sed 's/.*"partitions_held": \(\[[^]]*\]\).*/\1/')"
 done
