@@ -263,9 +263,10 @@ async def _kill_at_random(run: _Run, progress: Callable[[str], None]) -> None:
         except redis.RedisError:
             holders = {}
         tokens = {
-            int(key.rsplit(":", 1)[1]): value
-            for key, value in holders.items()
-            if value is not None and value.decode().startswith(f"{replica}#")
+            partition: value
+            for partition in range(run.bus.partitions)
+            if (value := holders.get(lease_key(stage, partition))) is not None
+            and value.decode().startswith(f"{replica}#")
         }
         assert child.process is not None
         child.process.kill()

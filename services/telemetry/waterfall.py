@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.bus.partitions import topic_of_stream
 from services.bus.tracing import SESSION_ATTRIBUTE, TURN_ATTRIBUTE
 from services.telemetry.setup import stage_of_service
 from services.telemetry.span_store import SpanRecord
@@ -134,9 +135,9 @@ def _first_attribute(trace: list[SpanRecord], key: str) -> str | None:
 
 def _publishes(span: SpanRecord, topic: str) -> bool:
     """A FastStream span of a publish to the topic (its partition streams included)."""
-    destination = span.name.rsplit(" ", 1)[0]
-    return span.name.endswith(" publish") and (
-        destination == topic or destination.startswith(f"{topic}.p")
+    destination = topic_of_stream(span.name.rsplit(" ", 1)[0])
+    return (
+        span.name.endswith(" publish") and destination is not None and (destination.name == topic)
     )
 
 

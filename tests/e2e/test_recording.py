@@ -49,11 +49,9 @@ def test_the_recording_holds_every_message_of_the_run_as_redis_held_it(
         recorded.setdefault(record.stream, []).append(record.fields)
     assert not recording.truncated
     assert recorded == asyncio.run(topic_streams(redis_server_url))
-    assert (
-        len(recorded.get("audio.frame.p" + "0", []))
-        + sum(len(v) for k, v in recorded.items() if k.startswith("audio.frame"))
-        > 300
-    ), "the sample's frames are in it"
+    assert sum(len(v) for k, v in recorded.items() if k.startswith("audio.frame.")) > 300, (
+        "the sample's frames are in it"
+    )
 
 
 def test_replaying_the_recording_reproduces_the_run_byte_for_byte(

@@ -50,18 +50,18 @@ def voice_turn(trace_id: str = "t" * 32, at_ms: float = 0.0) -> list[SpanRecord]
     return [
         span("asr.utterance", "asr", t(0), t(1500), span_id="u", turn="c1.u0", trace_id=trace_id,
              events=(SpanEvent("speech_end", int(t(1000) * MS)),)),
-        span("asr.final.p1 create", "asr", t(1499), t(1499), span_id="fc", parent="u",
+        span("asr.final.{p1} create", "asr", t(1499), t(1499), span_id="fc", parent="u",
              trace_id=trace_id, kind="PRODUCER"),
-        span("asr.final.p1 process", "policy", t(1502), t(2600), span_id="fp", parent="fc",
+        span("asr.final.{p1} process", "policy", t(1502), t(2600), span_id="fp", parent="fc",
              trace_id=trace_id, kind="CONSUMER", turn="c1.u0"),
         span("llm.generate", "policy", t(1503), t(2590), span_id="g", parent="fp",
              trace_id=trace_id, events=(SpanEvent("first_token", int(t(1800) * MS)),)),
         span("tts.speak", "tts", t(1810), t(2700), span_id="s", parent="g", trace_id=trace_id),
-        span("tts.chunk.p1 create", "tts", t(2100), t(2100), span_id="cc", parent="s",
+        span("tts.chunk.{p1} create", "tts", t(2100), t(2100), span_id="cc", parent="s",
              trace_id=trace_id, kind="PRODUCER"),
-        span("tts.chunk.p1 publish", "tts", t(2100), t(2103), span_id="cp", parent="cc",
+        span("tts.chunk.{p1} publish", "tts", t(2100), t(2103), span_id="cp", parent="cc",
              trace_id=trace_id, kind="PRODUCER"),
-        span("tts.chunk.p1 process", "playback", t(2110), t(3000), span_id="pp", parent="cc",
+        span("tts.chunk.{p1} process", "playback", t(2110), t(3000), span_id="pp", parent="cc",
              trace_id=trace_id, kind="CONSUMER"),
     ]  # fmt: skip
 
