@@ -17,7 +17,9 @@ def test_parts_follow_the_cause_links_and_add_up_to_the_total() -> None:
     token_added, unit_token_added, tts_read = 101.300, 101.600, 101.601
     chunk_added, end_of_turn_added = 102.000, 102.100
     final = Published(final_added, Cause("audio.frame.{p1}", entry_id(frame_added), asr_read))
-    first_token = Published(token_added, Cause("asr.final.{p1}", entry_id(final_added), policy_read))
+    first_token = Published(
+        token_added, Cause("asr.final.{p1}", entry_id(final_added), policy_read)
+    )
     first_chunk = Published(
         chunk_added, Cause("policy.token.{p1}", entry_id(unit_token_added), tts_read)
     )
