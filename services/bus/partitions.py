@@ -1,9 +1,9 @@
 """Which stream a message goes to: ordered topics are split by a hash of the session id.
 
 A partition's streams are named `<topic>.{p<N>}`: the braces are a Redis Cluster hash tag,
-so every stream of partition N, and every key the bus keeps for it (leases, dedup marks,
-state, memory: `partition_tag`), hashes to one slot. A fenced write (one Lua script over
-all of them) then runs on one node of a cluster as it does on a single server.
+so every stream of partition N, and every key the bus keeps for it (leases, epochs, dedup
+marks, state: `partition_tag`, `session_tag`), hashes to one slot. A fenced write (one Lua
+script over all of them) then runs on one node of a cluster as on a single server.
 """
 
 import zlib

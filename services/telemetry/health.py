@@ -10,6 +10,7 @@ Kubernetes probes these (deploy/kubernetes/), Nomad's checks too (deploy/nomad/)
 compose file's healthcheck.
 """
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from typing import Protocol
 from weakref import WeakSet
 
 import redis
+from redis.exceptions import RedisClusterException
 
 PING_TIMEOUT_S = 1.0
 
@@ -55,7 +57,7 @@ class HealthBoard:
 
     def __init__(self, ping: Callable[[str, bool], bool] | None = None) -> None:
         self.sources: WeakSet[HealthSource] = WeakSet()
-        self._ping = ping or _Pinger()
+        self._ping = ping or _ping
         self._lock = threading.Lock()
 
     def watch(self, source: HealthSource) -> None:
@@ -100,25 +102,22 @@ def _combine(states: Iterable[StageHealth], ping: Callable[[str, bool], bool]) -
     )
 
 
-class _Pinger:
-    """PING with a short timeout; one client per URL, kept (a probe comes every few seconds)."""
-
-    def __init__(self) -> None:
-        self._clients: dict[str, redis.Redis | redis.RedisCluster] = {}
-
-    def __call__(self, url: str, cluster: bool) -> bool:
-        try:
-            client = self._clients.get(url)
-            if client is None:
-                client = sync_client(url, cluster, timeout_s=PING_TIMEOUT_S)
-                self._clients[url] = client
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
+REDIS_DOWN = (redis.RedisError, RedisClusterException)
+"""What a blocking call raises while Redis is away (a cluster client's own error is no
+RedisError)."""
 
 
+def _ping(url: str, cluster: bool) -> bool:
+    try:
+        return bool(sync_client(url, cluster, PING_TIMEOUT_S).ping())
+    except REDIS_DOWN:
+        return False
+
+
+@functools.cache
 def sync_client(url: str, cluster: bool, timeout_s: float) -> "redis.Redis | redis.RedisCluster":
-    """A blocking client (for the metrics thread): a cluster client when `cluster`."""
+    """A blocking client for the metrics thread (/metrics and /readyz), one per server and
+    kept: a probe or a scrape comes every few seconds. A cluster client when `cluster`."""
     if cluster:
         return redis.RedisCluster.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s

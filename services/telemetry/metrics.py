@@ -20,6 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
+from services.telemetry.health import PING_TIMEOUT_S, REDIS_DOWN, sync_client, with_health
+
 log = logging.getLogger("marionette.telemetry")
 
 REGISTRY = CollectorRegistry()
@@ -109,15 +111,9 @@ class WatchedRuntime(Protocol):
 class BusCollector(Collector):
     def __init__(self) -> None:
         self.runtimes: WeakSet[WatchedRuntime] = WeakSet()
-        self._clients: dict[str, redis.Redis | redis.RedisCluster] = {}
 
     def _client(self, runtime: "WatchedRuntime") -> "redis.Redis | redis.RedisCluster":
-        from services.telemetry.health import sync_client
-
-        url = runtime.redis_url
-        if url not in self._clients:
-            self._clients[url] = sync_client(url, runtime.redis_cluster, timeout_s=1)
-        return self._clients[url]
+        return sync_client(runtime.redis_url, runtime.redis_cluster, PING_TIMEOUT_S)
 
     def collect(self) -> Iterator[Metric]:
         runtimes = list(self.runtimes)
@@ -161,7 +157,7 @@ class BusCollector(Collector):
                         dead_topics.add(topic)
                         dead.add_metric([topic], int(client.xlen(stream)))
                 redis_up.add_metric([runtime.group], 1)
-            except redis.RedisError as exc:
+            except REDIS_DOWN as exc:
                 log.debug("metrics: Redis did not answer: %s", exc)
                 redis_up.add_metric([runtime.group], 0)
         yield from (consumed, lag, pending, dead, redis_up)
@@ -225,8 +221,6 @@ def unwatch(runtime: WatchedRuntime) -> None:
 def serve_metrics(port: int, host: str) -> bool:
     """Serve REGISTRY on http://host:port/metrics, and the stage's health on /healthz and
     /readyz (services/telemetry/health.py), from a daemon thread; False: port taken."""
-    from services.telemetry.health import with_health
-
     try:
         server = make_server(
             host, port, with_health(make_wsgi_app(REGISTRY)),
