@@ -312,7 +312,7 @@ class RecordingBackend:
         await self.inner.check()
 
     async def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
+        self, messages: Messages, options: Generation, prefix: str = "", tools: object = None
     ) -> AsyncIterator[str]:
         # Noted as it comes: a stage that stops reading (a takeover seen mid-reply) leaves
         # this generator unfinished, and its end would run only when it is collected.

@@ -80,6 +80,17 @@ class MemoryRestore(_Command):
     backup_id: Identifier
 
 
+class MemoryForget(_Command):
+    """Delete what the character remembers of one viewer, everywhere: their lines in every
+    session's memory and its backups (long-term memory is deleted by whoever sends this).
+    A privacy request: nothing of it is kept."""
+
+    kind: Literal["memory_forget"] = "memory_forget"
+    author: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="The viewer's name, as their chat lines carry it."
+    )
+
+
 class SceneSwitch(_Command):
     """Show a scene in OBS (the obs stage switches the program scene to it)."""
 
@@ -115,6 +126,7 @@ Command = Annotated[
     | Panic
     | MemoryClear
     | MemoryRestore
+    | MemoryForget
     | SceneSwitch
     | SourceToggle
     | InputMute,

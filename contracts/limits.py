@@ -14,7 +14,8 @@ SCHEMA_VERSION: Final = 3
    MemoryClear and MemoryRestore; chat.message carries platform fields (author_id,
    platform_message_id, reply_to, channel, emotes, mentions_character, read_aloud); new
    topics chat.incoming, arbiter.decision and moderation; asr.final may be preemptive
-   (a reply prepared before the end of turn is certain; Interrupt reason "superseded").
+   (a reply prepared before the end of turn is certain; Interrupt reason "superseded");
+   control takes MemoryForget; new topics tool.event and vision.observation.
    A consumer older than these rejects such a message (extra fields are forbidden), so
    upgrade policy before the gateway or a platform stage sends them.
 """

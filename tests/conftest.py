@@ -8,7 +8,9 @@ names another image (with no registry: the local one deploy/local/redis.Containe
 
 import contextlib
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,6 +22,17 @@ from services.bus.redis_server import EmbeddedRedis
 # Gateways the tests start (`marionette up` starts one) take any free port, never the
 # 8765 of a Marionette the developer may be running.
 os.environ.setdefault("MARIONETTE_GATEWAY_PORT", "0")
+# Long-term memory: never the developer's own file, and none shared between tests (a fact
+# one test's character was told would turn up in another's prompt). Stages that fixtures
+# start for a whole module share the session's file; a test gets its own (below).
+os.environ.setdefault(
+    "MARIONETTE_MEMORY_PATH", os.path.join(tempfile.mkdtemp(prefix="marionette-memory-"), "m.db")
+)
+
+
+@pytest.fixture(autouse=True)
+def own_long_term_memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MARIONETTE_MEMORY_PATH", str(tmp_path / "long-term-memory.sqlite3"))
 
 
 def _docker_answers() -> bool:

@@ -188,6 +188,7 @@ job "marionette" {
       env {
         MARIONETTE_PARTITIONS             = "8"
         MARIONETTE_LEASE_MS               = "2000"
+        MARIONETTE_MEMORY_STORE           = "redis"
         MARIONETTE_TELEMETRY_METRICS_PORT = "9464"
         MARIONETTE_TELEMETRY_METRICS_HOST = "0.0.0.0"
         MARIONETTE_TELEMETRY_TRACES       = "local"
@@ -285,6 +286,7 @@ job "marionette" {
       env {
         MARIONETTE_PARTITIONS             = "8"
         MARIONETTE_LEASE_MS               = "2000"
+        MARIONETTE_MEMORY_STORE           = "redis"
         MARIONETTE_TELEMETRY_METRICS_PORT = "9464"
         MARIONETTE_TELEMETRY_METRICS_HOST = "0.0.0.0"
         MARIONETTE_TELEMETRY_TRACES       = "local"
@@ -382,6 +384,7 @@ job "marionette" {
       env {
         MARIONETTE_PARTITIONS             = "8"
         MARIONETTE_LEASE_MS               = "2000"
+        MARIONETTE_MEMORY_STORE           = "redis"
         MARIONETTE_TELEMETRY_METRICS_PORT = "9464"
         MARIONETTE_TELEMETRY_METRICS_HOST = "0.0.0.0"
         MARIONETTE_TELEMETRY_TRACES       = "local"
@@ -478,6 +481,7 @@ job "marionette" {
       env {
         MARIONETTE_PARTITIONS             = "8"
         MARIONETTE_LEASE_MS               = "2000"
+        MARIONETTE_MEMORY_STORE           = "redis"
         MARIONETTE_TELEMETRY_METRICS_PORT = "9464"
         MARIONETTE_TELEMETRY_METRICS_HOST = "0.0.0.0"
         MARIONETTE_TELEMETRY_TRACES       = "local"
@@ -573,6 +577,7 @@ job "marionette" {
       env {
         MARIONETTE_PARTITIONS             = "8"
         MARIONETTE_LEASE_MS               = "2000"
+        MARIONETTE_MEMORY_STORE           = "redis"
         MARIONETTE_TELEMETRY_METRICS_PORT = "9464"
         MARIONETTE_TELEMETRY_METRICS_HOST = "0.0.0.0"
         MARIONETTE_TELEMETRY_TRACES       = "local"
@@ -646,6 +651,7 @@ job "marionette" {
       env {
         MARIONETTE_PARTITIONS             = "8"
         MARIONETTE_LEASE_MS               = "2000"
+        MARIONETTE_MEMORY_STORE           = "redis"
         MARIONETTE_TELEMETRY_METRICS_PORT = "9464"
         MARIONETTE_TELEMETRY_METRICS_HOST = "0.0.0.0"
         MARIONETTE_TELEMETRY_TRACES       = "local"
@@ -728,6 +734,7 @@ job "marionette" {
       env {
         MARIONETTE_PARTITIONS             = "8"
         MARIONETTE_LEASE_MS               = "2000"
+        MARIONETTE_MEMORY_STORE           = "redis"
         MARIONETTE_TELEMETRY_METRICS_PORT = "9464"
         MARIONETTE_TELEMETRY_METRICS_HOST = "0.0.0.0"
         MARIONETTE_TELEMETRY_TRACES       = "local"

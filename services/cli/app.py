@@ -10,6 +10,7 @@ import typer
 from services.bench.command import bench
 from services.chaos.command import chaos
 from services.cli import deploy, inputs, inspect, stages
+from services.cli import memory as memory_command
 from services.cli import mic as mic_command
 from services.replay.command import record, replay
 from services.vts.command import vts_app
@@ -25,6 +26,7 @@ app.command()(inspect.models)
 app.command("trace")(inspect.trace_command)
 app.add_typer(inspect.dlq_app, name="dlq")
 app.add_typer(vts_app, name="vts")
+app.add_typer(memory_command.memory_app, name="memory")
 app.command()(inspect.asyncapi)
 app.command()(inspect.docs)
 app.command("redis-acl")(deploy.redis_acl)

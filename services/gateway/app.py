@@ -22,15 +22,21 @@ from services.gateway.routes import (
     dead_letters,
     dialogue,
     events,
+    long_term,
     memory,
     pages,
     status,
     stream_tools,
+    vision,
 )
 from services.gateway.security import BodyLimit
 from services.gateway.settings import GatewaySettings
+from services.vision.images import MAX_IMAGE_BYTES
 
 OPENAPI_PATH = Path(contracts.__file__).parent / "openapi.json"
+MAX_IMPORT_BYTES = 4 * 1024 * 1024
+"""A long-term memory import: its export's JSON (~20,000 items, about a minute of embedding
+on two cores; `marionette memory import` has no limit)."""
 DESCRIPTION = """The character's HTTP and WebSocket face.
 
 Every call that changes something publishes a typed message on the bus (`control` or
@@ -69,8 +75,8 @@ def _routes(settings: GatewaySettings) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.settings = settings
-    for module in (status, control, stream_tools, memory, dead_letters, events, audio, dialogue,
-                   pages):  # fmt: skip
+    for module in (status, control, stream_tools, memory, long_term, dead_letters, events, audio,
+                   dialogue, vision, pages):  # fmt: skip
         app.include_router(module.router)
     app.mount("/static", pages.static, name="static")
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
@@ -82,7 +88,11 @@ def _routes(settings: GatewaySettings) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    larger = [
+        ("/api/vision", MAX_IMAGE_BYTES),  # a picture, checked by the route (its key first)
+        ("/api/memory/scopes/[^/]+/import", MAX_IMPORT_BYTES),  # a long-term memory export
+    ]
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=larger)
     return app
 
 

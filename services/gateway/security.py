@@ -13,8 +13,9 @@
 import hashlib
 import hmac
 import json
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -143,19 +144,31 @@ class RateLimiter:
 
 class BodyLimit:
     """ASGI middleware: a request body over `max_bytes` is refused with 413 before it is
-    read whole (by its Content-Length, or as it streams in)."""
+    read whole (by its Content-Length, or as it streams in). `larger`: paths (regular
+    expressions, matched whole) that take bigger bodies: a picture, a memory import."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: Sequence[tuple[str, int]] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = [(re.compile(pattern), limit) for pattern, limit in larger]
+
+    def _limit(self, path: str) -> tuple[int, bool]:
+        """The path's limit, and whether it is the setting's (not a route's own)."""
+        for pattern, limit in self.larger:
+            if pattern.fullmatch(path):
+                return max(limit, self.max_bytes), False
+        return self.max_bytes, True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, by_setting = self._limit(str(scope.get("path", "")))
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit, by_setting)
             return
         seen = 0
 
@@ -163,17 +176,19 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > limit:
                 raise _TooLarge
             return message
 
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(send, limit, by_setting)
 
-    async def _refuse(self, send: Send) -> None:
-        problem = f"request body over {self.max_bytes} bytes (MARIONETTE_GATEWAY_MAX_BODY_BYTES)"
+    async def _refuse(self, send: Send, limit: int, by_setting: bool) -> None:
+        problem = f"request body over {limit} bytes" + (
+            " (MARIONETTE_GATEWAY_MAX_BODY_BYTES)" if by_setting else " (this route's limit)"
+        )
         body = json.dumps({"error": problem, "fields": [{"field": "body", "problem": problem}]})
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})

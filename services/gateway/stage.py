@@ -16,7 +16,14 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from contracts.topics import AUDIO_FRAME, CHAT_MESSAGE, CONTROL, PLAYBACK_PROGRESS, POLICY_TOKEN
+from contracts.topics import (
+    AUDIO_FRAME,
+    CHAT_MESSAGE,
+    CONTROL,
+    PLAYBACK_PROGRESS,
+    POLICY_TOKEN,
+    VISION_OBSERVATION,
+)
 from services.bus import Bus, Publishes, Stage
 from services.bus.connect import bus_client
 from services.bus.redis_bus import RedisBus
@@ -65,6 +72,7 @@ class GatewayStage(Stage):
     tokens = Publishes(POLICY_TOKEN)  # /api/say: words the character speaks as they are
     frames = Publishes(AUDIO_FRAME)  # /ws/audio: a remote microphone
     progress = Publishes(PLAYBACK_PROGRESS)  # /ws/audio: a remote speaker's progress
+    observations = Publishes(VISION_OBSERVATION)  # /api/vision: what a picture shows
 
     def __init__(self, settings: GatewaySettings, link: BusLink, bus: Bus) -> None:
         super().__init__(bus)
@@ -106,4 +114,7 @@ class GatewayStage(Stage):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(serving, 5)
             sock.close()
+            long_term = getattr(self.app.state, "long_term", None)  # opened on first use
+            if long_term is not None:
+                await long_term.close()
             await self.link.client.aclose()

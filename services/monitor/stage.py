@@ -27,7 +27,9 @@ from contracts import (
     SpeechEvent,
     TtsChunk,
 )
+from contracts.tools import ToolEvent
 from contracts.topics import Topic
+from contracts.vision import VisionObservation
 from services.bus import Stage, consumes
 from services.bus.stage import BACKGROUND_NICENESS
 
@@ -51,6 +53,10 @@ FORMATS: dict[type[Envelope], Callable[[Any], str]] = {
     Control: lambda m: m.command.model_dump_json(),
     ArbiterDecision: lambda m: f"{m.action} {m.line.author}: {m.line.text!r} ({m.reason})",
     ModerationVerdict: lambda m: f"{m.direction} {m.subject} {m.action}: {'; '.join(m.reasons)}",
+    ToolEvent: lambda m: (
+        f"{m.tool}({m.arguments})" if m.phase == "call" else f"{m.tool}: {m.outcome} {m.result!r}"
+    ),
+    VisionObservation: lambda m: f"{m.source}: {m.description}",
 }
 
 

@@ -3,6 +3,10 @@
 - llamacpp: llama-cpp-python in this process, with a GGUF from a package (offline default);
 - openai:   any OpenAI-compatible server (llama.cpp server, vLLM, LM Studio);
 - ollama:   an Ollama server, through the ollama client.
+
+Given tools, a backend may answer with tool calls instead of (or after some) text: the
+stream then yields ToolCall items. Tool exchanges travel in the messages in one neutral
+form (services.policy.tools.wire), which each backend puts in its server's shape.
 """
 
 import asyncio
@@ -10,13 +14,24 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from services.errors import StageStartError
+from services.errors import ConfigError, StageStartError
 from services.models.bundled import resolve_gguf
 from services.policy.settings import PolicySettings
+from services.policy.tools.wire import (
+    Messages as Messages,
+)
+from services.policy.tools.wire import (
+    ToolCall,
+    ToolCallParser,
+    ToolSpecs,
+    for_ollama,
+    for_openai,
+    openai_tool_calls,
+    read_arguments,
+)
 
-Messages = list[dict[str, str]]
 PREFILL_BATCH = 64
 """Prompt tokens evaluated at once: ~250 ms on two cores, the longest a cancelled request
 keeps the model (64 costs ~3% of the speed of one big batch)."""
@@ -49,11 +64,41 @@ class ChatBackend(Protocol):
         ...
 
     def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
-    ) -> AsyncIterator[str]:
+        self,
+        messages: Messages,
+        options: Generation,
+        prefix: str = "",
+        tools: ToolSpecs | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
         """The reply to `messages`, token by token. With a prefix: the rest of a reply that
-        began with it (a turn taken over after a crash goes on from what was said)."""
+        began with it (a turn taken over after a crash goes on from what was said). With
+        tools: the model may call them (ToolCall items, once each is complete)."""
         ...
+
+
+@runtime_checkable
+class ToolCaller(Protocol):
+    """A backend that can write the arguments of a call of a tool chosen for it (routed
+    tool calling, for models too small to choose)."""
+
+    async def call_tool(
+        self, messages: Messages, tools: ToolSpecs, name: str, options: Generation
+    ) -> ToolCall: ...
+
+
+def routes_tools(settings: PolicySettings, backend: ChatBackend) -> bool:
+    """Whether tools are routed (the gate chooses) rather than offered to the model; a
+    backend that cannot write a chosen call is a setting to fix."""
+    if settings.tool_calling == "native":
+        return False
+    if settings.tool_calling == "auto":
+        return settings.backend == "llamacpp"
+    if not isinstance(backend, ToolCaller):
+        raise ConfigError(
+            f"MARIONETTE_POLICY_TOOL_CALLING=routed needs the llamacpp backend (not "
+            f"{settings.backend}); use native, or auto"
+        )
+    return True
 
 
 def with_prefix(messages: Messages, prefix: str) -> Messages:
@@ -63,7 +108,9 @@ def with_prefix(messages: Messages, prefix: str) -> Messages:
 
 
 async def complete(backend: ChatBackend, messages: Messages, options: Generation) -> str:
-    return "".join([piece async for piece in backend.stream(messages, options)])
+    """The whole reply as text (no tools offered)."""
+    pieces = [piece async for piece in backend.stream(messages, options)]
+    return "".join(p for p in pieces if isinstance(p, str))
 
 
 class LlamaCppBackend:
@@ -73,6 +120,9 @@ class LlamaCppBackend:
         self.settings = settings
         self._llm: Any = None
         self._aside_llm: Any = None  # for Generation.aside, made on first use
+        # For tool calls (call_tool), made on first use: its prompt (every tool declared)
+        # stays in its own cache, whatever the conversation and the summaries do.
+        self._tools_llm: Any = None
         self._lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
         self._loading = asyncio.Lock()
 
@@ -133,8 +183,12 @@ class LlamaCppBackend:
             self._aside_llm = self._context(resolve_gguf(self.settings.model), PREFILL_BATCH)
         return self._aside_llm
 
-    def _prompt(self, messages: Messages, prefix: str, max_tokens: int) -> tuple[list[int], int]:
-        rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
+    def _prompt(
+        self, messages: Messages, prefix: str, max_tokens: int, tools: ToolSpecs | None = None
+    ) -> tuple[list[int], int]:
+        # The model's own template renders tools and tool exchanges (Qwen: <tools> in the
+        # system prompt, <tool_call> and <tool_response> blocks).
+        rendered = self._formatter(messages=messages, tools=tools or None)  # type: ignore[arg-type]
         text = rendered.prompt + prefix
         tokens: list[int] = self._llm.tokenize(text.encode(), add_bos=False, special=True)
         said = len(self._llm.tokenize(prefix.encode(), add_bos=False)) if prefix else 0
@@ -159,10 +213,52 @@ class LlamaCppBackend:
             llm.eval(prompt[start : min(start + PREFILL_BATCH, len(prompt) - 1)])
         return not stop.is_set()
 
-    async def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
-    ) -> AsyncIterator[str]:
+    async def call_tool(
+        self, messages: Messages, tools: ToolSpecs, name: str, options: Generation
+    ) -> ToolCall:
+        """The arguments of a call of tool `name` for the last message: the model is shown
+        the tools (the caller gives just that one: a short prompt) and its reply is begun
+        for it as that call; it writes the arguments. In a context of its own, so the
+        conversation's prompt stays cached. A tool without arguments is called without
+        asking the model."""
+        if not _has_parameters(tools, name):
+            return ToolCall("call-1", name, {})
         await self.check()
+        # No space after the colon: the model's own next token is ' {'.
+        begun = f'<tool_call>\n{{"name": "{name}", "arguments":'
+
+        def generate() -> str:
+            with self._lock:
+                rendered = self._formatter(messages=messages, tools=tools)  # type: ignore[arg-type]
+                text = rendered.prompt + begun
+                prompt = self._llm.tokenize(text.encode(), add_bos=False, special=True)
+                if self._tools_llm is None:
+                    self._tools_llm = self._context(
+                        resolve_gguf(self.settings.model), PREFILL_BATCH
+                    )
+                llm = self._tools_llm
+                self._prefill(llm, prompt, threading.Event())
+                out = llm.create_completion(
+                    prompt=prompt, temperature=0.0, max_tokens=options.max_tokens,
+                    seed=options.seed, stop=["</tool_call>", "\n"],
+                )  # fmt: skip
+                return str(out["choices"][0]["text"])
+
+        try:
+            written = await asyncio.to_thread(generate)
+        except Exception as exc:
+            raise BackendFailed(str(exc)) from exc
+        return read_arguments("call-1", name, written)
+
+    async def stream(
+        self,
+        messages: Messages,
+        options: Generation,
+        prefix: str = "",
+        tools: ToolSpecs | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
+        await self.check()
+        parser = ToolCallParser() if tools else None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         stop = threading.Event()
@@ -170,7 +266,7 @@ class LlamaCppBackend:
         def generate() -> None:
             try:
                 with self._lock:
-                    prompt, max_tokens = self._prompt(messages, prefix, options.max_tokens)
+                    prompt, max_tokens = self._prompt(messages, prefix, options.max_tokens, tools)
                     llm = self._for(options)
                     if not self._prefill(llm, prompt, stop):
                         loop.call_soon_threadsafe(queue.put_nowait, None)
@@ -197,7 +293,14 @@ class LlamaCppBackend:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                if parser is None:
+                    yield item
+                    continue
+                for piece in parser.feed(item):
+                    yield piece
+            if parser is not None:
+                for piece in parser.flush():
+                    yield piece
         finally:
             stop.set()  # a caller that stops reading stops the generation too
             await asyncio.gather(worker, return_exceptions=True)
@@ -228,22 +331,42 @@ class OpenAICompatibleBackend:
             ) from None
 
     async def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
-    ) -> AsyncIterator[str]:
+        self,
+        messages: Messages,
+        options: Generation,
+        prefix: str = "",
+        tools: ToolSpecs | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
+        calls: dict[int, dict[str, str]] = {}  # by index: id, name, arguments so far
         try:
             response = await self._client.chat.completions.create(
                 model=self.settings.model,
-                messages=with_prefix(messages, prefix),  # type: ignore[arg-type]
+                messages=for_openai(with_prefix(messages, prefix)),  # type: ignore[arg-type]
                 temperature=options.temperature,
                 max_tokens=options.max_tokens,
                 seed=options.seed,
                 stream=True,
+                **extra,
             )
             async for chunk in response:  # type: ignore[union-attr]
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                if delta.content:
+                    yield delta.content
+                for part in delta.tool_calls or ():
+                    # A call arrives in pieces: its id and name first, its arguments
+                    # (JSON text) in fragments after.
+                    call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] = part.id or call["id"]
+                    if part.function is not None:
+                        call["name"] += part.function.name or ""
+                        call["arguments"] += part.function.arguments or ""
         except Exception as exc:
             raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
+        for assembled in openai_tool_calls(calls):
+            yield assembled
 
 
 class OllamaBackend:
@@ -273,12 +396,18 @@ class OllamaBackend:
             ) from None
 
     async def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
-    ) -> AsyncIterator[str]:
+        self,
+        messages: Messages,
+        options: Generation,
+        prefix: str = "",
+        tools: ToolSpecs | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
+        count = 0
         try:
             parts = await self._client.chat(
                 model=self.settings.model,
-                messages=with_prefix(messages, prefix),
+                messages=for_ollama(with_prefix(messages, prefix)),
+                tools=tools or None,
                 stream=True,
                 options={
                     "temperature": options.temperature,
@@ -290,8 +419,20 @@ class OllamaBackend:
             async for part in parts:
                 if part.message.content:
                     yield part.message.content
+                for call in part.message.tool_calls or ():
+                    # Ollama sends each call whole, its arguments an object, with no id.
+                    count += 1
+                    yield ToolCall(f"call-{count}", call.function.name,
+                                   dict(call.function.arguments))  # fmt: skip
         except Exception as exc:
             raise BackendFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _has_parameters(tools: ToolSpecs, name: str) -> bool:
+    for tool in tools:
+        if tool["function"]["name"] == name:
+            return bool(tool["function"]["parameters"].get("properties"))
+    return True
 
 
 def make_backend(settings: PolicySettings) -> ChatBackend:

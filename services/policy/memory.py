@@ -9,13 +9,18 @@ listed in `marionette:policy:memory-backups:<session>`; both expire after the ba
 retention (memory_backup_days).
 """
 
+import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 from redis.asyncio import Redis
 
 from services.bus.stage import KeyValue
+
+log = logging.getLogger("marionette.policy")
 
 MEMORY_PREFIX = "marionette:policy:memory:"
 BACKUP_PREFIX = "marionette:policy:memory-backup:"
@@ -103,17 +108,47 @@ class Memory(BaseModel):
     def as_prompt(self) -> list[dict[str, str]]:
         return [m.for_prompt() for m in self.messages]
 
+    def scrub(self, author: str) -> bool:
+        """Forget one viewer: their lines and the replies to them; the summary too if it
+        names them (it is prose: what else of theirs it holds cannot be told apart).
+        False if nothing of theirs was here."""
+        turns = {m.turn_id for m in self.messages if m.role == "user" and m.author == author}
+        kept = [m for m in self.messages if not (m.turn_id in turns or m.author == author)]
+        named = author.lower() in self.summary.lower()
+        if len(kept) == len(self.messages) and not named:
+            return False
+        self.messages = kept
+        if named:
+            self.summary = ""
+        return True
+
+
+class Snapshots(Protocol):
+    """Where a copy of each session's memory is kept beside Redis (the long-term store)."""
+
+    async def save_snapshot(self, session_id: str, data: bytes) -> None: ...
+    async def load_snapshot(self, session_id: str) -> bytes | None: ...
+
 
 class MemoryStore:
-    def __init__(self, client: KeyValue, window_s: int) -> None:
+    """Sessions' memory in the shared store; with snapshots, also copied there, so a
+    session's memory that Redis lost (a restart without persistence) comes back within
+    the window."""
+
+    def __init__(self, client: KeyValue, window_s: int, snapshots: Snapshots | None = None) -> None:
         self.client = client
         self.window_s = window_s
+        self.snapshots = snapshots
 
     def _key(self, session_id: str) -> str:
         return f"{MEMORY_PREFIX}{session_id}"
 
     async def load(self, session_id: str) -> Memory:
         raw = await self.client.get(self._key(session_id))
+        if raw is None and self.snapshots is not None:
+            raw = await self.snapshots.load_snapshot(session_id)
+            if raw is not None:
+                log.info("%s: memory restored from its snapshot (Redis had none)", session_id)
         if raw is None:
             return Memory()
         memory = Memory.model_validate_json(raw)
@@ -123,7 +158,15 @@ class MemoryStore:
 
     async def save(self, session_id: str, memory: Memory) -> None:
         memory.updated_at = time.time()
-        await self.client.set(self._key(session_id), memory.model_dump_json(), ex=self.window_s)
+        data = memory.model_dump_json()
+        await self.client.set(self._key(session_id), data, ex=self.window_s)
+        if self.snapshots is not None:
+            await self.snapshots.save_snapshot(session_id, data.encode())
+
+    async def sessions(self) -> AsyncIterator[str]:
+        """Every session with memory in the shared store."""
+        async for key in keys_with_prefix(self.client, MEMORY_PREFIX):
+            yield key[len(MEMORY_PREFIX) :]
 
 
 class BackupInfo(BaseModel):
@@ -168,6 +211,19 @@ class MemoryBackups:
         raw = await self.client.get(f"{BACKUP_PREFIX}{session_id}:{backup_id}")
         return None if raw is None else MemoryBackup.model_validate_json(raw)
 
+    async def scrub(self, author: str) -> int:
+        """Forget one viewer in every backup (a privacy request); how many changed."""
+        changed = 0
+        async for key in keys_with_prefix(self.client, BACKUP_PREFIX):
+            raw = await self.client.get(key)
+            if raw is None:
+                continue
+            backup = MemoryBackup.model_validate_json(raw)
+            if backup.memory.scrub(author):
+                await self.client.set(key, backup.model_dump_json(), ex=self.retention_s)
+                changed += 1
+        return changed
+
     async def index(self, session_id: str) -> list[BackupInfo]:
         """Newest first; those past the retention are left out (their keys have expired)."""
         raw = await self.client.get(f"{BACKUP_INDEX_PREFIX}{session_id}")
@@ -175,6 +231,19 @@ class MemoryBackups:
             return []
         oldest = time.time() - self.retention_s
         return [b for b in _INDEX.validate_json(raw) if b.made_at.timestamp() > oldest]
+
+
+async def keys_with_prefix(client: KeyValue, prefix: str) -> AsyncIterator[str]:
+    """Keys of the shared store that start with prefix (SCAN on Redis, a walk of the dict in
+    the harness)."""
+    scan = getattr(client, "scan_iter", None)
+    if scan is not None:
+        async for key in scan(match=f"{prefix}*", count=500):
+            yield key.decode() if isinstance(key, bytes) else str(key)
+        return
+    for key in list(getattr(client, "values", {})):
+        if key.startswith(prefix):
+            yield key
 
 
 async def claim_once(client: KeyValue, name: str, ttl_s: int) -> bool:

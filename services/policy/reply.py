@@ -17,6 +17,7 @@ after a crash publishes what was not out yet and asks the LLM to go on from the 
 
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -43,6 +44,9 @@ class ReplyProgress(BaseModel):
     pending_tags: list[str] = Field(default_factory=list)
     clause_held: str = ""  # cleaned text held until its clause ends, to be checked whole
     takeover: str | None = None  # why the reply was replaced, once it was
+    tool_messages: list[dict[str, Any]] = Field(default_factory=list)  # calls and results
+    tool_rounds: int = 0  # rounds of tool calls run
+    round_start: int = 0  # where in `generated` the round after the last tools began
     status: ReplyStatus | None = None  # set once the final token is out
     reply: str = ""
 
@@ -109,6 +113,18 @@ class ReplyStream:
         if self.progress.spoken and not self.progress.spoken[-1].isspace():
             words = " " + words
         await self._send(words, first.tags + rest.tags)
+
+    async def settle(self) -> None:
+        """Send what is held, checked as at the end of a reply (the model stopped to call a
+        tool: its words so far go out before anything said while the tool runs)."""
+        piece = self.tags.flush()
+        text = self.sanitizer.feed(piece.text) + self.sanitizer.flush()
+        await self._release(text, piece.tags, final=True)
+
+    def express(self, tag: str) -> None:
+        """Show an expression from the next token on (a tool chose it)."""
+        self.progress.pending_tags.append(tag)
+        self.tags.tags.append(tag)
 
     async def replace(self, reason: str, safe_reply: str) -> None:
         """Drop what is held and say the safe reply instead of the rest."""

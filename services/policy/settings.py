@@ -10,6 +10,11 @@ from services.moderation import BUNDLED_RULES
 from services.policy.persona import BUNDLED_PERSONAS
 from services.settings import MarionetteSettings
 
+ToolName = Literal[
+    "time", "dice", "choose", "set_expression", "switch_scene", "remember", "recall",
+    "describe_view",
+]  # fmt: skip
+
 
 class PolicySettings(MarionetteSettings):
     model_config = SettingsConfigDict(env_prefix="MARIONETTE_POLICY_")
@@ -58,3 +63,28 @@ class PolicySettings(MarionetteSettings):
     memory_backup_days: int = Field(
         default=30, ge=1, le=3650, description="How long a cleared memory's backup is kept."
     )
+    tools: list[ToolName] = Field(
+        default=["time", "dice", "choose", "set_expression", "switch_scene", "remember",
+                 "recall", "describe_view"],
+        description="Tools the LLM may call, a JSON list in the environment ([] for none); "
+        "switch_scene is offered only on the streamer's own turns.",
+    )  # fmt: skip
+    tool_calling: Literal["auto", "native", "routed"] = Field(
+        default="auto",
+        description="native: the LLM is offered the tools and decides; routed: the line's "
+        "meaning picks a tool (services.policy.tools.gate) and the LLM only writes its "
+        "arguments, for models too small to decide (the bundled one); auto: routed for "
+        "llamacpp, native otherwise.",
+    )
+    tool_timeout_s: float = Field(default=5, gt=0, le=120, description="One tool call's limit.")
+    max_tool_rounds: int = Field(
+        default=2, ge=0, le=8, description="Rounds of tool calls in one turn before it answers."
+    )
+    tool_filler_after_ms: int = Field(
+        default=700, ge=0,
+        description="If the tools have not answered by then, the character says tool_filler.",
+    )  # fmt: skip
+    tool_filler: str = Field(
+        default="Let me check...", max_length=200,
+        description="What the character says while a slow tool runs (empty: nothing).",
+    )  # fmt: skip

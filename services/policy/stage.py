@@ -25,8 +25,17 @@ A chat that names a persona (an NPC: `ChatMessage.persona`) is answered as that 
 file instead of the live persona, with its session's memory as usual, so each NPC
 remembers each player on its own (the gateway's sessions are `<npc>:<player>`).
 
-Memory commands on control (MemoryClear, MemoryRestore) reach every replica; one applies
-each (the first to claim its message id), under the session's lock.
+Memory commands on control (MemoryClear, MemoryRestore, MemoryForget) reach every replica;
+one applies each (the first to claim its message id), under the session's lock.
+
+Long-term memory (services.policy.long_term): each turn recalls what it can within a time
+budget, and the prompt gets it just before the user's line (the cached prefix stays the
+same); a line that states a fact about its speaker is kept afterwards.
+
+Tools (services.policy.tools): the LLM may call them before or while it answers. Each round
+of calls runs with time limits, is published on tool.event and checkpointed with the reply,
+so a turn taken over after a crash does not run them again; if they are slow, the character
+says the filler line meanwhile.
 """
 
 import asyncio
@@ -51,7 +60,7 @@ from contracts import (
     PlaybackProgress,
     PolicyToken,
 )
-from contracts.control import MemoryClear, MemoryRestore
+from contracts.control import Command, MemoryClear, MemoryForget, MemoryRestore
 from contracts.limits import MAX_REASON_CHARS
 from contracts.moderation import ModerationAction, ModerationVerdict
 from contracts.policy import ReplyStatus
@@ -62,10 +71,16 @@ from contracts.topics import (
     MODERATION,
     PLAYBACK_PROGRESS,
     POLICY_TOKEN,
+    TOOL_EVENT,
+    VISION_OBSERVATION,
 )
 from contracts.turns import SUPERSEDED
+from contracts.vision import VisionObservation
 from services.bus import Bus, Checkpointed, Publishes, Stage, consumes
 from services.bus.tracing import turn_attributes
+from services.memory.embedder import Embedder
+from services.memory.long_term import LongTermMemory, open_long_term
+from services.memory.settings import MemorySettings
 from services.moderation import SAFE_AUTHOR, SPLIT_WINDOW, Moderator
 from services.moderation.takeover import TakeoverCheck
 from services.policy.backends import (
@@ -75,17 +90,23 @@ from services.policy.backends import (
     Messages,
     complete,
     make_backend,
+    routes_tools,
 )
+from services.policy.long_term import TurnMemory
 from services.policy.memory import (
-    APPLIED_PREFIX,
     Memory,
     MemoryBackups,
     MemoryStore,
-    claim_once,
 )
+from services.policy.memory_control import MemoryControl
 from services.policy.persona import Persona, PersonaError, PersonaStore
 from services.policy.reply import ReplyProgress, ReplyStream, TakeoverFound
 from services.policy.settings import PolicySettings
+from services.policy.tool_rounds import ToolRounds, ToolTurn
+from services.policy.tools.builtin import BUILTIN_TOOLS
+from services.policy.tools.gate import ToolGate
+from services.policy.tools.runner import ToolRunner
+from services.policy.tools.wire import ToolCall, ToolSpecs
 from services.settings import load_settings
 from services.telemetry.metrics import LLM_FIRST_TOKEN
 
@@ -104,9 +125,20 @@ RECENT_LINES = 6
 """The session's recent lines a reply is checked against (names and phrases viewers gave)."""
 SUPERSEDED_KEPT = 1024
 """Superseded turns remembered (in memory only), so none is put back into memory late."""
+VIEW_KEY = "marionette:vision:latest"
+"""The latest observation (and `<key>:<session>`: a session's own), for describe_view."""
+VIEW_KEPT_S = 3600
+TRUSTED_PLATFORMS = ("control_panel", "cli")
+"""Chat typed by the operator, not a viewer: it may use tools that act on the stream."""
 
 
 _TAG = re.compile(r"\[[^\]\n]{1,40}\]")
+
+
+def learns(progress: ReplyProgress) -> bool:
+    """Whether long-term memory may keep the turn's line: answered (not refused, failed or
+    cut short by a crash's error), and no tool was called for it."""
+    return progress.status == "ok" and progress.tool_rounds == 0
 
 
 def said_as_written(progress: ReplyProgress, said: str) -> str | None:
@@ -127,6 +159,12 @@ class Turn:
     persona: str | None = None  # a persona file to answer as; None: the live persona
     read_aloud: bool = False  # say who wrote what before answering
     message_id: str | None = None  # the message that opened the turn
+    trusted: bool = False  # the streamer or the operator: may change the stream (tools)
+
+    @property
+    def may_act(self) -> bool:
+        """May use tools that change the stream: the streamer's voice or the operator."""
+        return self.author is None or self.trusted
 
     def as_user_message(self, author: str | None = None) -> str:
         """What the LLM is given: the streamer's words as they are; a chat line quoted,
@@ -142,16 +180,40 @@ class PolicyStage(Stage):
     tokens = Publishes(POLICY_TOKEN)
     verdicts = Publishes(MODERATION)
     replies = Checkpointed(ReplyProgress)
+    tool_events = Publishes(TOOL_EVENT)
+    controls = Publishes(CONTROL)  # what tools do to the stream (an OBS scene)
 
-    def __init__(self, settings: PolicySettings, backend: ChatBackend, bus: Bus) -> None:
+    def __init__(
+        self,
+        settings: PolicySettings,
+        backend: ChatBackend,
+        bus: Bus,
+        long_term: LongTermMemory | None = None,
+        gate: ToolGate | None = None,
+    ) -> None:
         super().__init__(bus)
         self.settings = settings
         self.backend = backend
+        self.long_term = long_term
+        self.turn_memory = TurnMemory(long_term) if long_term is not None else None
+        tools = [tool for tool in BUILTIN_TOOLS if tool.name in settings.tools]
+        runner = ToolRunner(tools, self.tool_events.publish, settings.tool_timeout_s)
+        # Routed tool calling needs the gate (a stage built without one uses no tools);
+        # native offers the tools to the model with the reply.
+        self.tool_rounds = ToolRounds(
+            settings, backend, runner, gate, control=self._publish_control,
+            latest_view=self.latest_view, long_term=long_term, keep=self._keep_progress,
+            routed=bool(settings.tools) and routes_tools(settings, backend),
+        )  # fmt: skip
         self.personas = PersonaStore(bus.store, settings.persona_file, settings.personas_dir)
-        self.memories = MemoryStore(bus.store, settings.memory_window_s)
+        snapshots = long_term.store if long_term and long_term.settings.snapshots else None
+        self.memories = MemoryStore(bus.store, settings.memory_window_s, snapshots)
         self.backups = MemoryBackups(bus.store, settings.memory_backup_days * 86_400)
         self.moderator = Moderator(settings.rules_dir)
         self._session_locks = bus.memory(lambda session: asyncio.Lock())
+        self.memory_control = MemoryControl(
+            bus.store, self.memories, self.backups, self._session_locks.__getitem__, long_term
+        )
         self._folds: dict[str, asyncio.Task[None]] = {}  # per session: a summary in progress
         self._superseded: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -160,9 +222,18 @@ class PolicyStage(Stage):
         """Check the backend answers (loading the embedded model) and warm it up before
         taking turns."""
         settings = load_settings(PolicySettings)
+        memory_settings = load_settings(MemorySettings)
         backend = make_backend(settings)
         await backend.check()
-        stage = cls(settings, backend, bus)
+        long_term = None
+        if memory_settings.long_term:  # the embedder and the store (ModelMissing if absent)
+            long_term = open_long_term(memory_settings, bus.store)
+        gate = None
+        if settings.tools and routes_tools(settings, backend):
+            embedder = long_term.embedder if long_term is not None else Embedder()
+            tools = [tool for tool in BUILTIN_TOOLS if tool.name in settings.tools]
+            gate = await asyncio.to_thread(ToolGate, embedder, tools)
+        stage = cls(settings, backend, bus, long_term, gate)
         await stage.warm_up()
         return stage
 
@@ -173,6 +244,8 @@ class PolicyStage(Stage):
         try:
             persona = await self.personas.current()
             await complete(self.backend, self.prompt(persona, Memory(), None), WARM_UP)
+            if self.turn_memory is not None:  # the embedder's and the store's first use
+                await self.turn_memory.recall([f"warm-up:{self.name}"], "hello", None)
         except (BackendFailed, PersonaError) as exc:
             log.warning("warm-up failed (%s); the first turn will be slower", exc)
 
@@ -188,8 +261,13 @@ class PolicyStage(Stage):
         turn_id = chat.turn_id or chat.origin
         await self.answer(
             Turn(chat.session_id, turn_id, chat.text, chat.author, chat.persona,
-                 chat.read_aloud, chat.message_id)
+                 chat.read_aloud, chat.message_id, trusted=self.trusts(chat))
         )  # fmt: skip
+
+    @staticmethod
+    def trusts(chat: ChatMessage) -> bool:
+        """The operator's own chat, or the broadcaster's (the platform's badge)."""
+        return chat.platform in TRUSTED_PLATFORMS or "broadcaster" in chat.badges
 
     @consumes(CONTROL)
     async def on_control(self, message: Control) -> None:
@@ -203,9 +281,25 @@ class PolicyStage(Stage):
             if persona is not None:
                 log.info("persona is now %s (%s)", persona.name, persona.style)
         elif isinstance(command, MemoryClear | MemoryRestore):
-            await self.change_memory(message.session_id, message.message_id, command)
+            await self.memory_control.change(message.session_id, message.message_id, command)
+        elif isinstance(command, MemoryForget):
+            await self.memory_control.forget(message.message_id, command.author)
         elif isinstance(command, Interrupt) and command.reason == SUPERSEDED:
             await self.forget_superseded(message.session_id, command.target_turn_id)
+
+    @consumes(VISION_OBSERVATION)
+    async def on_view(self, seen: VisionObservation) -> None:
+        """Keep the latest observation (the session's, and the latest of all) for the
+        describe_view tool, in the shared store: any replica may answer the next turn."""
+        data = seen.model_dump_json()
+        await self.bus.store.set(f"{VIEW_KEY}:{seen.session_id}", data, ex=VIEW_KEPT_S)
+        await self.bus.store.set(VIEW_KEY, data, ex=VIEW_KEPT_S)
+
+    async def latest_view(self, session_id: str) -> VisionObservation | None:
+        raw = await self.bus.store.get(f"{VIEW_KEY}:{session_id}") or await self.bus.store.get(
+            VIEW_KEY
+        )
+        return None if raw is None else VisionObservation.model_validate_json(raw)
 
     @consumes(PLAYBACK_PROGRESS, drop_interrupted=False, while_off=True)
     async def on_progress(self, progress: PlaybackProgress) -> None:
@@ -220,8 +314,12 @@ class PolicyStage(Stage):
             seed = zlib.crc32(f"{turn.session_id}:{turn.turn_id}".encode()) & 0x7FFFFFFF
         return Generation(self.settings.temperature, self.settings.max_tokens, seed)
 
-    def prompt(self, persona: Persona, memory: Memory, turn: Turn | None) -> Messages:
-        """The request for a turn; without one, the prefix the session's next turn shares."""
+    def prompt(
+        self, persona: Persona, memory: Memory, turn: Turn | None, recalled: str | None = None
+    ) -> Messages:
+        """The request for a turn; without one, the prefix the session's next turn shares.
+        What long-term memory recalled goes last before the user's line: the prefix that
+        the model's cache holds stays the same."""
         messages: Messages = [
             {"role": "system", "content": persona.system_prompt()},
             *persona.few_shot(),
@@ -232,6 +330,8 @@ class PolicyStage(Stage):
             )
         # Folds can be cancelled by new turns, so the recent messages are capped here too.
         messages += memory.as_prompt()[-self.settings.memory_messages :]
+        if recalled:
+            messages.append({"role": "system", "content": recalled})
         if turn is not None:
             author = self.author_in_prompt(turn, persona)
             messages.append({"role": "user", "content": turn.as_user_message(author)})
@@ -265,8 +365,10 @@ class PolicyStage(Stage):
                 log.error("%s/%s: %s", turn.session_id, turn.turn_id, exc)
                 return await self._fail(turn, progress)
             memory = await self.memories.load(turn.session_id)
+            scopes = self._scopes(turn, persona)
             if progress.status is None:
-                said = await self._reply(turn, persona, memory, progress)
+                recalled = await self._recall(turn, scopes)
+                said = await self._reply(turn, persona, memory, progress, recalled)
             else:
                 said = progress.reply  # said in full before a crash; only memory is left
             if (turn.session_id, turn.turn_id) in self._superseded:
@@ -278,10 +380,32 @@ class PolicyStage(Stage):
                 said=turn.text, generated=said_as_written(progress, said),
             )  # fmt: skip
             await self.memories.save(turn.session_id, memory)
+            # A line that asked for a tool is a request, not a fact (remember keeps notes).
+            if self.turn_memory is not None and learns(progress):
+                await self.turn_memory.learn(
+                    scopes, turn.session_id, turn.turn_id, turn.text, turn.author
+                )
             self.replies.forget(turn.session_id, turn.turn_id)
             if self._fold_due(memory):
                 self._fold_later(turn.session_id, turn.persona)
             return said
+
+    def _scopes(self, turn: Turn, persona: Persona) -> list[str]:
+        return self._scopes_of(turn.session_id, turn.persona, persona)
+
+    def _scopes_of(self, session_id: str, npc: str | None, persona: Persona) -> list[str]:
+        """Where a session's turns remember (none without long-term memory)."""
+        if self.turn_memory is None:
+            return []
+        return self.turn_memory.scopes(session_id, npc, persona.name)
+
+    async def _recall(self, turn: Turn, scopes: list[str]) -> str | None:
+        if self.turn_memory is None:
+            return None
+        with tracer.start_as_current_span("memory.recall") as span:
+            recalled = await self.turn_memory.recall(scopes, turn.text, turn.author)
+            span.set_attribute("marionette.recalled", recalled is not None)
+            return recalled
 
     async def _fail(self, turn: Turn, progress: ReplyProgress) -> str:
         """End a turn that cannot be answered (its persona file is missing or broken) with
@@ -310,7 +434,12 @@ class PolicyStage(Stage):
         )
 
     async def _reply(
-        self, turn: Turn, persona: Persona, memory: Memory, progress: ReplyProgress
+        self,
+        turn: Turn,
+        persona: Persona,
+        memory: Memory,
+        progress: ReplyProgress,
+        recalled: str | None = None,
     ) -> str:
         inputs = [*memory.recent_lines(RECENT_LINES), turn.text]
         check = TakeoverCheck(persona.name, persona.system_prompt(), inputs, persona.description)
@@ -341,7 +470,8 @@ class PolicyStage(Stage):
             await reply.say(f"{self.author_in_prompt(turn, persona)} asks: {turn.text}")
         try:
             if progress.takeover is None:
-                status = await self._generate(reply, self.prompt(persona, memory, turn), turn)
+                messages = self.prompt(persona, memory, turn, recalled)
+                status = await self._generate(reply, messages, turn, persona)
                 return await reply.finish(status)
         except TakeoverFound as found:
             log.warning("%s/%s: reply replaced: %s", turn.session_id, turn.turn_id, found.reason)
@@ -370,7 +500,9 @@ class PolicyStage(Stage):
             )
         )  # fmt: skip
 
-    async def _generate(self, reply: ReplyStream, messages: Messages, turn: Turn) -> ReplyStatus:
+    async def _generate(
+        self, reply: ReplyStream, messages: Messages, turn: Turn, persona: Persona
+    ) -> ReplyStatus:
         with tracer.start_as_current_span(
             "llm.generate",
             attributes={
@@ -378,20 +510,80 @@ class PolicyStage(Stage):
                 "marionette.backend": self.backend.name,
             },
         ) as span:
-            status = await self._stream_reply(reply, messages, turn, span)
+            status = await self._answer_with_tools(reply, messages, turn, persona, span)
             span.set_attribute("marionette.status", status)
             span.set_attribute("marionette.tokens", reply.index)
             return status
 
-    async def _stream_reply(
-        self, reply: ReplyStream, messages: Messages, turn: Turn, span: trace.Span
+    async def _answer_with_tools(
+        self,
+        reply: ReplyStream,
+        messages: Messages,
+        turn: Turn,
+        persona: Persona,
+        span: trace.Span,
     ) -> ReplyStatus:
+        """Stream the reply; when the model calls tools instead, run them and let it go on
+        with their results (at most max_tool_rounds rounds)."""
+        progress = reply.progress
+        tool_turn = self._tool_turn(turn, persona)
+        await self.tool_rounds.route(reply, tool_turn)
+        while True:
+            tools = self.tool_rounds.offered(tool_turn, progress)
+            calls: list[ToolCall] = []
+            status = await self._stream_reply(
+                reply, [*messages, *progress.tool_messages], turn, span, tools, calls
+            )
+            if status != "ok" or not calls:
+                return status
+            await self.tool_rounds.run(reply, tool_turn, calls)
+            if self.bus.interrupted(turn.session_id, turn.turn_id):
+                return "interrupted"
+
+    def _tool_turn(self, turn: Turn, persona: Persona) -> ToolTurn:
+        return ToolTurn(
+            session_id=turn.session_id, turn_id=turn.turn_id, text=turn.text,
+            line=turn.as_user_message(self.author_in_prompt(turn, persona)),
+            author=turn.author, may_act=turn.may_act, seed=self.generation(turn).seed,
+            persona=persona.name, expressions=list(persona.expressions),
+            scopes=self._scopes(turn, persona),
+        )  # fmt: skip
+
+    async def _publish_control(self, turn: ToolTurn, command: Command, n: int) -> None:
+        """A tool's control command (an OBS scene), as the turn's n-th."""
+        await self.controls.publish(
+            Control(session_id=turn.session_id, turn_id=turn.turn_id, seq=0,
+                    message_id=f"{turn.turn_id}.tool-control-{n}:0", command=command)
+        )  # fmt: skip
+
+    async def _keep_progress(self, turn: ToolTurn, progress: ReplyProgress) -> None:
+        self.replies.save(turn.session_id, turn.turn_id, progress)
+        await self.bus.checkpoint()  # now: a crash before the next token runs none again
+
+    async def _stream_reply(
+        self,
+        reply: ReplyStream,
+        messages: Messages,
+        turn: Turn,
+        span: trace.Span,
+        tools: ToolSpecs | None = None,
+        calls: list[ToolCall] | None = None,
+    ) -> ReplyStatus:
+        """One round of generation; the tool calls the model makes are put in calls."""
         options = self.generation(turn)
         for attempt in range(self.settings.retries + 1):
             try:
                 asked = time.monotonic()
-                prefix = reply.progress.generated
-                async for token in self.backend.stream(messages, options, prefix):
+                progress = reply.progress
+                prefix = progress.generated[progress.round_start :]
+                if calls is not None:
+                    calls.clear()  # a retried round starts over
+                offered = {"tools": tools} if tools else {}  # backends without tools work
+                async for token in self.backend.stream(messages, options, prefix, **offered):
+                    if isinstance(token, ToolCall):
+                        if calls is not None and tools:  # none offered: none taken
+                            calls.append(token)
+                        continue
                     if asked:
                         span.add_event("first_token")
                         LLM_FIRST_TOKEN.labels(self.backend.name).observe(time.monotonic() - asked)
@@ -409,28 +601,6 @@ class PolicyStage(Stage):
                 log.warning("backend failed (%s); retrying in %.1f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
         return "error"
-
-    async def change_memory(
-        self, session: str, message_id: str, command: MemoryClear | MemoryRestore
-    ) -> None:
-        """Clear (keeping a backup) or restore a session's memory, once across replicas."""
-        async with self._session_locks[session]:
-            if not await claim_once(
-                self.bus.store, f"{APPLIED_PREFIX}{message_id}", self.backups.retention_s
-            ):
-                return  # another replica (or this one, from the control history) applied it
-            if isinstance(command, MemoryClear):
-                memory = await self.memories.load(session)
-                await self.backups.keep(session, command.backup_id, memory)
-                await self.memories.save(session, Memory())
-                log.info("%s: memory cleared (backup %s)", session, command.backup_id)
-                return
-            backup = await self.backups.get(session, command.backup_id)
-            if backup is None:
-                log.warning("%s: no memory backup %s to restore", session, command.backup_id)
-                return
-            await self.memories.save(session, backup.memory)
-            log.info("%s: memory restored from backup %s", session, command.backup_id)
 
     async def forget_superseded(self, session: str, turn: str) -> None:
         """A preemptive turn the user went on from: never remembered (or forgotten now)."""
@@ -480,11 +650,12 @@ class PolicyStage(Stage):
             async with self._session_locks[session_id]:
                 memory = await self.memories.load(session_id)
                 if self._fold_due(memory):
-                    await self._fold(memory)
+                    persona = await self.persona_for(persona_name)
+                    scopes = self._scopes_of(session_id, persona_name, persona)
+                    await self._fold(memory, session_id, scopes)
                     await self.memories.save(session_id, memory)
                     # The summary's own request displaced the session's prompt in the
                     # model's cache: evaluate the next turn's prefix now, while idle.
-                    persona = await self.persona_for(persona_name)
                     await complete(self.backend, self.prompt(persona, memory, None), WARM_UP)
 
         def done(task: "asyncio.Task[None]") -> None:
@@ -497,7 +668,7 @@ class PolicyStage(Stage):
         task.add_done_callback(done)
         self._folds[session_id] = task
 
-    async def _fold(self, memory: Memory) -> None:
+    async def _fold(self, memory: Memory, session_id: str = "", scopes: Sequence[str] = ()) -> None:
         """Every N messages, fold all but the most recent into the running summary."""
         keep = self.settings.memory_messages // 2
         older, memory.messages = memory.messages[:-keep], memory.messages[-keep:]
@@ -512,3 +683,5 @@ class PolicyStage(Stage):
         except BackendFailed as exc:
             log.warning("could not summarize memory (%s); keeping the old summary", exc)
         memory.since_summary = 0
+        if self.turn_memory is not None and scopes:
+            await self.turn_memory.episode(scopes, session_id, memory.summary)

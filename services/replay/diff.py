@@ -151,7 +151,13 @@ def _compare_fields(old: TurnSummary, new: TurnSummary, tol: Tolerance) -> list[
     status = FieldDiff(
         "status", old.status, new.status, "same" if old.status == new.status else "changed"
     )
-    return [heard, reply, status, chunks, audio]
+    old_tools, new_tools = ", ".join(old.tools), ", ".join(new.tools)
+    # Which tools ran, and how, is behaviour: a change is a change (their results, the time
+    # or a dice roll, may differ and are not compared).
+    tools = FieldDiff(
+        "tools", old_tools, new_tools, "same" if old_tools == new_tools else "changed"
+    )
+    return [heard, reply, status, chunks, audio, tools]
 
 
 def _status(fields: Sequence[FieldDiff]) -> TurnStatus:

@@ -22,7 +22,14 @@ from redis.asyncio import Redis
 from contracts.audio import AudioFrame
 from contracts.envelope import Envelope
 from contracts.limits import MAX_ID_CHARS
-from contracts.topics import ALL_TOPICS, AUDIO_FRAME, CHAT_MESSAGE, PLAYBACK_PROGRESS, Topic
+from contracts.topics import (
+    ALL_TOPICS,
+    AUDIO_FRAME,
+    CHAT_MESSAGE,
+    PLAYBACK_PROGRESS,
+    VISION_OBSERVATION,
+    Topic,
+)
 from services.bus import BusSettings, Producer
 from services.bus.partitions import stream_for
 from services.bus.wire import DATA_FIELD, MalformedMessage, split_envelope
@@ -31,7 +38,7 @@ from services.replay.recorder import RecordedList, Recorder, StopAfter
 from services.replay.recording import Record, Recording
 from services.replay.turns import TurnSummary, TurnTracker, decoded, summarize_turns
 
-INPUT_TOPICS: tuple[Topic[Envelope], ...] = (AUDIO_FRAME, CHAT_MESSAGE)  # type: ignore[assignment]
+INPUT_TOPICS: tuple[Topic[Envelope], ...] = (AUDIO_FRAME, CHAT_MESSAGE, VISION_OBSERVATION)  # type: ignore[assignment]
 """What comes from outside the pipeline; the rest is the stages' work."""
 
 

@@ -14,6 +14,7 @@ from contracts.chat import ChatMessage
 from contracts.envelope import Envelope
 from contracts.policy import PolicyToken
 from contracts.speech import AsrFinal
+from contracts.tools import ToolEvent
 from contracts.topics import ASR_FINAL, CHAT_MESSAGE, PLAYBACK_PROGRESS, POLICY_TOKEN, TTS_CHUNK
 from contracts.tts import TtsChunk
 from contracts.turns import capture_run_of
@@ -144,6 +145,7 @@ class TurnSummary:
     tokens: int = 0
     chunks: int = 0
     audio_s: float = 0.0
+    tools: list[str] = field(default_factory=list)  # "dice: ok", one per tool result
     finished: bool = False
     opened_at: float | None = None
     speech_end_at: float | None = None
@@ -172,6 +174,7 @@ class TurnSummary:
             "status": self.status,
             "chunks": self.chunks,
             "audio_s": round(self.audio_s, 3),
+            "tools": self.tools,
             "finished": self.finished,
             "latency_ms": self.latencies_ms(),
         }
@@ -226,6 +229,8 @@ def _add(turn: TurnSummary, message: Envelope, added_at: float) -> None:
         turn._token_text.append(message.text)
         if message.final:
             turn.reply, turn.status = message.reply_text, message.status
+    elif isinstance(message, ToolEvent) and message.phase == "result":
+        turn.tools.append(f"{message.tool}: {message.outcome}")
     elif isinstance(message, TtsChunk) and message.pcm:  # the empty last chunk is no audio
         turn.chunks += 1
         turn.audio_s += message.duration_s

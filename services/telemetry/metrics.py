@@ -68,6 +68,19 @@ PREEMPTIVE_TURNS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+MEMORY_RECALL = Counter(
+    "marionette_memory_recall_total",
+    "Long-term memory searches of a turn: hit (memories added to the prompt), miss (none "
+    "close enough) or over_budget (the search took too long; the turn went on without).",
+    ["result"],
+    registry=REGISTRY,
+)
+TOOL_CALLS = Counter(
+    "marionette_tool_calls_total",
+    "Tool calls by tool and outcome (ok, error, timeout, refused).",
+    ["tool", "outcome"],
+    registry=REGISTRY,
+)
 
 
 class ConsumerCounts(Protocol):

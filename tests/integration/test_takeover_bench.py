@@ -180,7 +180,7 @@ class TwoPieces:
         pass
 
     async def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
+        self, messages: Messages, options: Generation, prefix: str = "", tools: object = None
     ) -> AsyncIterator[str]:
         for piece in ("Get ", "pwned"):
             yield piece

@@ -15,6 +15,7 @@ from services.bus.settings import BusSettings
 from services.capture.settings import CaptureSettings
 from services.cli.app import app
 from services.gateway.settings import GatewaySettings
+from services.memory.settings import MemorySettings
 from services.playback.settings import PlaybackSettings
 from services.policy.settings import PolicySettings
 from services.registry import STAGES
@@ -35,6 +36,7 @@ SETTINGS: tuple[type[MarionetteSettings], ...] = (
     PlaybackSettings,
     GatewaySettings,
     TelemetrySettings,
+    MemorySettings,
 )
 SETTING_NAMES = {
     f"{cls.model_config.get('env_prefix')}{name.upper()}"

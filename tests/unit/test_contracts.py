@@ -37,6 +37,9 @@ from contracts import (
     limits,
     topic_named,
 )
+from contracts.control import MemoryForget
+from contracts.tools import ToolEvent
+from contracts.vision import SeenObject, VisionObservation
 
 CREATED = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
 BASE: dict[str, Any] = {
@@ -125,6 +128,25 @@ SAMPLES: dict[str, Envelope] = {
         judged_message_id="twitch-1:0",
         judged_by="arbiter",
     ),
+    "tool.event": ToolEvent(
+        **{**BASE, "message_id": "turn-6.tool-r0c0:1", "seq": 1},
+        call_id="r0c0",
+        tool="dice",
+        phase="result",
+        arguments={"sides": 20},
+        outcome="ok",
+        result="Rolled a d20: 17.",
+        elapsed_ms=0.4,
+    ),
+    "vision.observation": VisionObservation(
+        **{**BASE, "turn_id": None},
+        source="panel",
+        description="I see one face; the picture is bright, mostly blue.",
+        objects=[SeenObject(label="face", count=1, confidence=0.9)],
+        width=640,
+        height=480,
+        detector="opencv haar",
+    ),
 }
 
 COMMANDS = [
@@ -133,6 +155,7 @@ COMMANDS = [
     PersonaChange(persona="pirate"),
     ModuleToggle(module="singing", enabled=False),
     Panic(engaged=True),
+    MemoryForget(author="some_viewer"),
 ]
 
 

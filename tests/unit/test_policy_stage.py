@@ -77,7 +77,7 @@ class ScriptedBackend:
         pass
 
     async def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
+        self, messages: Messages, options: Generation, prefix: str = "", tools: object = None
     ) -> AsyncIterator[str]:
         self.requests.append((messages, options, prefix))
         if messages[0]["content"] == SUMMARY_PROMPT:
@@ -540,7 +540,7 @@ class SlowSummaryBackend(ScriptedBackend):
         self.summaries_cut_short = 0
 
     async def stream(
-        self, messages: Messages, options: Generation, prefix: str = ""
+        self, messages: Messages, options: Generation, prefix: str = "", tools: object = None
     ) -> AsyncIterator[str]:
         if messages[0]["content"] != SUMMARY_PROMPT:
             async for piece in super().stream(messages, options, prefix):

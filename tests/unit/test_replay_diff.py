@@ -59,6 +59,16 @@ def test_more_audio_than_the_tolerance_is_a_change() -> None:
     assert audio.verdict == "changed"
 
 
+def test_a_tool_that_no_longer_runs_is_a_change() -> None:
+    recorded = voice_turn(tools=["dice: ok"])
+    assert compare([recorded], [voice_turn(tools=["dice: ok"])]).ok
+    report = compare([recorded], [voice_turn(tools=[])])
+    tools = report.turns[0].field_named("tools")
+    assert tools is not None
+    assert (tools.recorded, tools.replayed, tools.verdict) == ("dice: ok", "", "changed")
+    assert not report.ok
+
+
 def test_a_voice_turn_pairs_by_where_its_speech_started_when_its_id_moved() -> None:
     shifted = voice_turn("c1.u520", speech_start_s=0.52)
     far = voice_turn("c1.u4000", speech_start_s=4.0, heard="Something else entirely")

@@ -13,6 +13,7 @@ import { setupSafety } from "./safety.mjs";
 import { setupStages } from "./stages.mjs";
 import { setupStreamTools } from "./stream_tools.mjs";
 import { setupTurns } from "./turns.mjs";
+import { setupVision } from "./vision.mjs";
 import { setupVoice } from "./voice.mjs";
 import { setupWords } from "./words.mjs";
 
@@ -48,6 +49,7 @@ const voice = setupVoice(context);
 const cards = [setupStages(), setupSafety(context), setupPersona(context), setupTurns(context),
   setupDeadLetters(context), setupStreamTools(context)];
 setupWords(context);
+setupVision(context);
 setupPreview(context);
 setupQueue(context);
 setupModeration(context);

@@ -1,0 +1,269 @@
+"""Tools in a turn: the model's calls run with limits, are published as tool.event, and
+their results reach the model; the reply survives a crash without running them again."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from contracts import ChatMessage, Control, PolicyToken
+from contracts.control import SceneSwitch
+from contracts.tools import ToolEvent
+from contracts.topics import CONTROL, POLICY_TOKEN, TOOL_EVENT
+from contracts.vision import SeenObject, VisionObservation
+from services.bus.harness import SimulatedCrash, StageHarness
+from services.policy.backends import Generation, Messages
+from services.policy.settings import PolicySettings
+from services.policy.stage import WARM_UP, PolicyStage
+from services.policy.tools.builtin import BUILTIN_TOOLS, now_local
+from services.policy.tools.declared import Tool, ToolContext
+from services.policy.tools.runner import ToolRunner
+from services.policy.tools.wire import ToolCall, ToolCallParser, exchange, for_ollama, for_openai
+
+
+class ToolCallingBackend:
+    """Calls the scripted tools on a turn's first request; once results are in the
+    messages, answers with them quoted. Records what it was offered and sent."""
+
+    name = "scripted-tools"
+
+    def __init__(self, calls: list[ToolCall], said_first: str = "") -> None:
+        self.calls = calls
+        self.said_first = said_first
+        self.requests: list[tuple[Messages, Any]] = []
+
+    async def check(self) -> None:
+        pass
+
+    async def stream(
+        self, messages: Messages, options: Generation, prefix: str = "", tools: Any = None
+    ) -> AsyncIterator[str | ToolCall]:
+        if options == WARM_UP:
+            return
+        self.requests.append((messages, tools))
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        if results:
+            for word in f"[happy] The tool said: {' / '.join(results)}".split(" "):
+                yield word + " "
+            return
+        if self.said_first:
+            yield self.said_first
+        for call in self.calls:
+            yield call
+
+
+def chat(text: str, turn: str = "t1", author: str = "viewer", **fields: Any) -> ChatMessage:
+    return ChatMessage(
+        session_id="s1", turn_id=turn, seq=0, platform=fields.pop("platform", "twitch"),
+        author=author, text=text, **fields,
+    )  # fmt: skip
+
+
+def harness(backend: Any, **overrides: Any) -> StageHarness[PolicyStage]:
+    overrides.setdefault("tool_calling", "native")  # the scripted model calls them itself
+    settings = PolicySettings(retry_backoff_ms=0, **overrides)
+    return StageHarness(lambda bus: PolicyStage(settings, backend, bus))
+
+
+def events(policy: StageHarness[PolicyStage]) -> list[ToolEvent]:
+    return list(policy.published(TOOL_EVENT))
+
+
+def final(policy: StageHarness[PolicyStage]) -> PolicyToken:
+    (last,) = [t for t in policy.published(POLICY_TOKEN) if t.final]
+    return last
+
+
+# --- the wire -------------------------------------------------------------------------------
+
+
+def test_a_call_split_across_tokens_is_read_whole_and_text_around_it_passes() -> None:
+    parser = ToolCallParser()
+    pieces = [
+        "Sure! <tool",
+        '_call>\n{"name": "dice", "argu',
+        'ments": {"sides": 20}}\n</tool_',
+        "call>",
+    ]
+    out = [p for piece in pieces for p in parser.feed(piece)] + parser.flush()
+    assert out == ["Sure! ", ToolCall("call-1", "dice", {"sides": 20})]
+
+
+def test_a_call_left_open_at_the_end_still_counts_and_broken_json_is_an_error() -> None:
+    parser = ToolCallParser()
+    assert parser.feed('<tool_call>{"name": "time", "arguments": {}}') == []
+    assert parser.flush() == [ToolCall("call-1", "time", {})]
+    (broken,) = ToolCallParser().feed("<tool_call>{name: time}</tool_call>")
+    assert isinstance(broken, ToolCall)
+    assert broken.arguments is None
+    assert "not JSON" in (broken.error or "")
+
+
+def test_each_server_gets_tool_exchanges_in_its_own_shape() -> None:
+    messages = exchange("Let me see.", [ToolCall("c1", "dice", {"sides": 6})], ["Rolled a 4."])
+    openai = for_openai(messages)
+    assert openai[0]["tool_calls"][0]["function"]["arguments"] == '{"sides": 6}'
+    assert openai[1] == {"role": "tool", "tool_call_id": "c1", "content": "Rolled a 4."}
+    ollama = for_ollama(messages)
+    assert ollama[0]["tool_calls"] == [{"function": {"name": "dice", "arguments": {"sides": 6}}}]
+    assert ollama[1] == {"role": "tool", "content": "Rolled a 4.", "tool_name": "dice"}
+
+
+# --- the runner -----------------------------------------------------------------------------
+
+
+def context(**overrides: Any) -> ToolContext:
+    async def nothing(*_: Any) -> None:
+        return None
+
+    fields: dict[str, Any] = dict(
+        session_id="s1", turn_id="t1", author="viewer", persona="Mari",
+        expressions=["happy", "surprised"], seed=7, now=now_local,
+        express=lambda tag: None, control=nothing, latest_view=nothing,
+    )  # fmt: skip
+    fields.update(overrides)
+    return ToolContext(**fields)
+
+
+async def test_wrong_calls_come_back_as_results_the_model_can_read() -> None:
+    published: list[ToolEvent] = []
+
+    async def publish(event: ToolEvent) -> None:
+        published.append(event)
+
+    runner = ToolRunner(BUILTIN_TOOLS, publish, timeout_s=1)
+    ctx = context()
+    unknown = await runner.run(ToolCall("x", "teleport", {}), ctx, False, "r0c0")
+    bad = await runner.run(ToolCall("x", "dice", {"sides": 1}), ctx, False, "r0c1")
+    scene = await runner.run(ToolCall("x", "switch_scene", {"scene": "gaming"}), ctx, False, "r0c2")
+    assert (unknown.outcome, bad.outcome, scene.outcome) == ("error", "error", "refused")
+    assert "there is no tool 'teleport'" in unknown.result
+    assert "dice" in unknown.result
+    assert "sides" in bad.result, "the field at fault is named"
+    assert [(e.call_id, e.phase) for e in published] == [
+        ("r0c0", "call"), ("r0c0", "result"), ("r0c1", "call"), ("r0c1", "result"),
+        ("r0c2", "call"), ("r0c2", "result"),
+    ]  # fmt: skip
+    assert published[1].message_id == "t1.tool-r0c0:1"
+
+
+async def test_a_tool_that_hangs_is_cut_off_at_its_time_limit() -> None:
+    async def hang(args: Any, ctx: ToolContext) -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    slow = Tool("slow", "Never answers.", BUILTIN_TOOLS[0].arguments, hang, timeout_s=0.05)
+
+    async def publish(event: ToolEvent) -> None:
+        pass
+
+    ran = await ToolRunner([slow], publish, timeout_s=5).run(
+        ToolCall("x", "slow", {}), context(), True, "r0c0"
+    )
+    assert ran.outcome == "timeout"
+    assert "0.05 s" in ran.result
+
+
+async def test_dice_and_choices_repeat_when_the_turn_is_redone() -> None:
+    async def publish(event: ToolEvent) -> None:
+        pass
+
+    runner = ToolRunner(BUILTIN_TOOLS, publish, timeout_s=1)
+    call = ToolCall("x", "dice", {"sides": 20, "count": 3})
+    first = await runner.run(call, context(seed=11), False, "r0c0")
+    again = await runner.run(call, context(seed=11), False, "r0c0")
+    other = await runner.run(call, context(seed=12), False, "r0c0")
+    assert first.result == again.result
+    assert first.result.startswith("Rolled 3d20: ")
+    assert other.result != first.result or other.result.startswith("Rolled 3d20")
+
+
+# --- tools in a turn ------------------------------------------------------------------------
+
+
+async def test_a_tool_call_runs_and_the_model_answers_with_its_result() -> None:
+    backend = ToolCallingBackend([ToolCall("srv-1", "dice", {"sides": 20})])
+    policy = harness(backend, seed=5)
+    await policy.send(chat("roll a d20 for me"))
+    call, result = events(policy)
+    assert (call.tool, call.phase, call.arguments) == ("dice", "call", {"sides": 20})
+    assert result.outcome == "ok"
+    assert result.result.startswith("Rolled a d20: ")
+    reply = final(policy)
+    assert reply.status == "ok"
+    assert reply.reply_text == f"The tool said: {result.result}"
+    (_, offered), (second, _) = backend.requests
+    assert "switch_scene" not in {t["function"]["name"] for t in offered}, "a viewer's turn"
+    assert {t["function"]["name"] for t in offered} >= {"dice", "time", "describe_view"}
+    assert second[-2]["tool_calls"][0]["function"] == {"name": "dice", "arguments": {"sides": 20}}
+    assert second[-1] == {"role": "tool", "tool_call_id": "srv-1", "name": "dice",
+                          "content": result.result}  # fmt: skip
+
+
+async def test_a_slow_tool_gets_the_filler_line_said_first() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "time", {})])
+    policy = harness(backend, tool_filler_after_ms=0, tool_filler="One moment...")
+    await policy.send(chat("what time is it?"))
+    assert final(policy).reply_text.startswith("One moment... The tool said: It is ")
+
+
+async def test_what_the_model_said_before_calling_goes_out_before_the_filler() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "time", {})], said_first="Hmm, let me see")
+    policy = harness(backend, tool_filler_after_ms=0, tool_filler="One moment...")
+    await policy.send(chat("what time is it?"))
+    assert final(policy).reply_text.startswith("Hmm, let me see One moment... The tool said:")
+
+
+async def test_the_operator_may_switch_scenes_and_a_viewer_may_not() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "switch_scene", {"scene": "gaming"})])
+    policy = harness(backend)
+    await policy.send(chat("switch to gaming", turn="viewer-turn"))
+    await policy.send(chat("switch to gaming", turn="operator-turn", platform="control_panel"))
+    outcomes = [(e.turn_id, e.outcome) for e in events(policy) if e.phase == "result"]
+    assert outcomes == [("viewer-turn", "refused"), ("operator-turn", "ok")]
+    (switched,) = policy.published(CONTROL)
+    assert isinstance(switched, Control)
+    assert switched.command == SceneSwitch(scene="gaming")
+    assert switched.turn_id == "operator-turn"
+
+
+async def test_an_expression_chosen_by_a_tool_shows_with_the_reply() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "set_expression", {"expression": "surprised"})])
+    policy = harness(backend)
+    await policy.send(chat("make a surprised face!"))
+    assert "surprised" in final(policy).expressions
+
+
+async def test_describe_view_tells_the_latest_observation() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "describe_view", {})])
+    policy = harness(backend)
+    seen = VisionObservation(
+        session_id="camera-session", seq=0, source="camera", width=640, height=480,
+        description="I see one face; the picture is bright, mostly blue.",
+        objects=[SeenObject(label="face")],
+    )  # fmt: skip
+    await policy.send(seen, chat("what do you see?"))
+    (_, result) = events(policy)
+    assert result.result == seen.description, "the latest of any session when its own has none"
+
+
+async def test_no_tools_are_offered_once_the_rounds_are_used_up() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "time", {})])
+    policy = harness(backend, max_tool_rounds=0)
+    await policy.send(chat("what time is it?"))
+    assert events(policy) == []
+    assert backend.requests[0][1] is None
+
+
+async def test_a_crash_after_the_tools_ran_does_not_run_them_again() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "dice", {"sides": 6})])
+    policy = harness(backend)
+    line = chat("roll a die")
+    policy.crash_after(publishes=3)  # the call, its result, then the reply's first token
+    with pytest.raises(SimulatedCrash):
+        await policy.send(line)
+    await policy.restart()
+    await policy.send(line)
+    assert [e.phase for e in events(policy)] == ["call", "result"], "the tool ran once"
+    assert final(policy).reply_text.startswith("The tool said: Rolled a d6: ")
