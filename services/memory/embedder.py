@@ -22,6 +22,7 @@ the tokenizer's encode may be called from many threads at once (asyncio.to_threa
 import importlib.util
 import json
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 DIMENSIONS = 384
 MAX_TOKENS = 256  # sentence_bert_config.json's max_seq_length: longer texts are cut
 _BATCH = 32
+RECENT_KEPT = 16
 # Texts are embedded in groups of similar length (little padding); a group of long texts
 # is smaller, so its attention scores (group x 12 x T x T floats) stay a few MB.
 _TOKENS_PER_GROUP = 2_048
@@ -94,6 +96,8 @@ class Embedder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer = tokenizer
+        self._recent: dict[str, Vectors] = {}  # embed_one's last results, oldest first
+        self._recent_lock = threading.Lock()
 
         graph, weights = _bert_graph(load_file(str(directory / "model.safetensors")), config)
         options = ort.SessionOptions()
@@ -131,8 +135,17 @@ class Embedder:
         return out
 
     def embed_one(self, text: str) -> Vectors:
-        """One text's unit vector, shape (DIMENSIONS,)."""
+        """One text's unit vector, shape (DIMENSIONS,). The last few are kept: a turn's
+        line is embedded for its recall and again for the tool gate."""
+        cached = self._recent.get(text)
+        if cached is not None:
+            return cached
         vector: Vectors = self._run([self._tokenizer.encode(text.strip())])[0]
+        vector.flags.writeable = False  # shared by whoever asks for the same line
+        with self._recent_lock:  # embeddings run in worker threads
+            self._recent[text] = vector
+            while len(self._recent) > RECENT_KEPT:
+                del self._recent[next(iter(self._recent))]
         return vector
 
     def _run(self, encodings: list[Encoding]) -> Vectors:

@@ -63,9 +63,8 @@ class LongTermMemory:
         return await asyncio.to_thread(embedder.embed, list(texts))
 
     async def embed_one(self, text: str) -> Vector:
-        vectors = await self.embed([text])
-        one: Vector = vectors[0]
-        return one
+        embedder = await self.loaded()
+        return await asyncio.to_thread(embedder.embed_one, text)
 
     async def remember(self, items: Sequence[MemoryItem]) -> int:
         """Store items (an item already stored is left alone); how many were new."""

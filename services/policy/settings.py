@@ -2,8 +2,9 @@
 
 from pathlib import Path
 from typing import ClassVar, Literal
+from zoneinfo import available_timezones
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.moderation import BUNDLED_RULES
@@ -76,6 +77,11 @@ class PolicySettings(MarionetteSettings):
         "arguments, for models too small to decide (the bundled one); auto: routed for "
         "llamacpp, native otherwise.",
     )
+    timezone: str = Field(
+        default="",
+        description="The character's time zone for the time tool (IANA, e.g. Europe/Paris); "
+        "empty: the machine's.",
+    )
     tool_timeout_s: float = Field(default=5, gt=0, le=120, description="One tool call's limit.")
     max_tool_rounds: int = Field(
         default=2, ge=0, le=8, description="Rounds of tool calls in one turn before it answers."
@@ -88,3 +94,10 @@ class PolicySettings(MarionetteSettings):
         default="Let me check...", max_length=200,
         description="What the character says while a slow tool runs (empty: nothing).",
     )  # fmt: skip
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        if zone and zone not in available_timezones():
+            raise ValueError(f"{zone!r} is no IANA time zone (e.g. Europe/Paris, UTC)")
+        return zone

@@ -12,6 +12,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from contracts.control import Command
 from contracts.vision import VisionObservation
@@ -141,6 +143,12 @@ class ToolRounds:
         progress.round_start = len(progress.generated)
         await self._keep(turn, progress)
 
+    def _now(self) -> datetime:
+        """The character's time: in its time zone (MARIONETTE_POLICY_TIMEZONE), else the
+        machine's."""
+        zone = self.settings.timezone
+        return datetime.now(ZoneInfo(zone)) if zone else now_local()
+
     def _context(self, turn: ToolTurn, reply: ReplyStream) -> ToolContext:
         sent = 0
 
@@ -155,6 +163,6 @@ class ToolRounds:
         return ToolContext(
             session_id=turn.session_id, turn_id=turn.turn_id, author=turn.author,
             persona=turn.persona, expressions=turn.expressions, seed=turn.seed,
-            now=now_local, express=reply.express, control=control, latest_view=latest_view,
+            now=self._now, express=reply.express, control=control, latest_view=latest_view,
             long_term=self._long_term, scopes=turn.scopes,
         )  # fmt: skip

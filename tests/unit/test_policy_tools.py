@@ -267,3 +267,12 @@ async def test_a_crash_after_the_tools_ran_does_not_run_them_again() -> None:
     await policy.send(line)
     assert [e.phase for e in events(policy)] == ["call", "result"], "the tool ran once"
     assert final(policy).reply_text.startswith("The tool said: Rolled a d6: ")
+
+
+async def test_the_time_is_told_in_the_characters_time_zone() -> None:
+    backend = ToolCallingBackend([ToolCall("c", "time", {})])
+    policy = harness(backend, timezone="Asia/Tokyo")
+    await policy.send(chat("what time is it?"))
+    (_, result) = events(policy)
+    assert result.outcome == "ok"
+    assert result.result.endswith("(JST).")

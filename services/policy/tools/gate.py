@@ -57,7 +57,7 @@ class ToolGate:
         """The tool the line asks for, among allowed; None if it needs none."""
         if not text.strip() or not len(self.vectors):
             return None
-        scores = self.vectors @ self.embedder.embed([text])[0]
+        scores = self.vectors @ self.embedder.embed_one(text)  # recall's, if it just ran
         best_none = max(
             (float(s) for s, label in zip(scores, self.labels, strict=True) if label is None),
             default=-1.0,

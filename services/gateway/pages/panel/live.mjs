@@ -8,7 +8,7 @@ import { h } from "./dom.mjs";
 const KEEP = 200; // lines kept on the page
 export const LIVE_TOPICS = ["asr.partial", "asr.final", "chat.message", "policy.token"];
 
-export function setupLive({ session }) {
+export function setupLive({ session, toolCalls }) {
   const list = document.getElementById("transcript");
   const heard = document.getElementById("caption-heard");
   const saying = document.getElementById("caption-reply");
@@ -24,7 +24,9 @@ export function setupLive({ session }) {
     if (found) return found;
     const text = h("span", { class: "text" });
     const meta = h("span", { class: "meta" }, label, where && where !== session ? ` · ${where}` : "");
-    const item = h("li", { class: kind, "data-key": lineKey }, meta, text);
+    // A reply shows the tools it called (tool_calls.mjs) between its label and its words.
+    const tools = kind === "character" ? toolCalls?.slot(where, lineKey.split("/")[1]) : null;
+    const item = h("li", { class: kind, "data-key": lineKey }, meta, tools, text);
     found = { item, text, meta };
     lines.set(lineKey, found);
     const follow = nearBottom();

@@ -5,6 +5,7 @@ import { api, follow, option } from "../lib/gateway.mjs";
 import { alertFor, clearAlert } from "./alerts.mjs";
 import { setupDeadLetters } from "./dead_letters.mjs";
 import { LIVE_TOPICS, setupLive } from "./live.mjs";
+import { setupMemory } from "./memory.mjs";
 import { setupModeration } from "./moderation.mjs";
 import { setupPersona } from "./persona.mjs";
 import { setupPreview } from "./preview.mjs";
@@ -12,6 +13,7 @@ import { setupQueue } from "./queue.mjs";
 import { setupSafety } from "./safety.mjs";
 import { setupStages } from "./stages.mjs";
 import { setupStreamTools } from "./stream_tools.mjs";
+import { setupToolCalls } from "./tool_calls.mjs";
 import { setupTurns } from "./turns.mjs";
 import { setupVision } from "./vision.mjs";
 import { setupVoice } from "./voice.mjs";
@@ -43,7 +45,8 @@ function refresh() {
   });
 }
 
-const context = { session, refresh };
+// toolCalls: the reply's tool chips, shown under a turn by both the transcript and the turns.
+const context = { session, refresh, toolCalls: setupToolCalls() };
 const live = setupLive(context);
 const voice = setupVoice(context);
 const cards = [setupStages(), setupSafety(context), setupPersona(context), setupTurns(context),
@@ -53,6 +56,7 @@ setupVision(context);
 setupPreview(context);
 setupQueue(context);
 setupModeration(context);
+setupMemory();
 
 async function poll() {
   try {

@@ -70,7 +70,7 @@ function bar(turn, scale, now) {
   return spans;
 }
 
-export function setupTurns({ session }) {
+export function setupTurns({ session, toolCalls }) {
   const list = document.getElementById("turns");
   const empty = document.getElementById("turns-empty");
   return {
@@ -85,7 +85,7 @@ export function setupTurns({ session }) {
           const summary = facts.map(([name, value]) => `${name} ${value}`).join(", ");
           return h(
             "li",
-            { class: "turn", "data-turn": turn.turn_id, "data-source": turn.source },
+            { class: "turn", "data-turn": turn.turn_id, "data-session": turn.session_id, "data-source": turn.source },
             h(
               "div",
               { class: "turn-head" },
@@ -94,6 +94,7 @@ export function setupTurns({ session }) {
               h("span", { class: "text", title: turn.heard || turn.reply || "" }, turn.heard || turn.reply || ""),
               turn.status && turn.status !== "ok" ? h("span", { class: "muted" }, turn.status) : null,
             ),
+            toolCalls?.slot(turn.session_id, turn.turn_id), // the tools the reply called, as chips
             h(
               "div",
               { class: "bar", role: "img", "aria-label": `${turn.source} turn: ${summary || "waiting"}` },
