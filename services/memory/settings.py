@@ -37,7 +37,7 @@ class MemorySettings(MarionetteSettings):
     )
     recall_limit: int = Field(default=3, ge=0, le=20, description="Memories added to a prompt.")
     recall_min_score: float = Field(
-        default=0.4, ge=-1, le=1, description="Cosine similarity a memory needs to be recalled."
+        default=0.35, ge=-1, le=1, description="Cosine similarity a memory needs to be recalled."
     )
     recall_budget_ms: float = Field(
         default=20, gt=0, le=5_000,

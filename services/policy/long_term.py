@@ -33,11 +33,9 @@ _QUESTION_START = re.compile(
     re.I,
 )
 _ABOUT_THE_SPEAKER = re.compile(
-    r"\b(my|our|mine)\b|\b(i|we)\s+(am|was|have|had|live|lived|like|love|hate|work|"
-    r"play|paid|bought|gave|got|need|want|own|study|go|went|moved|grew|come|came|speak|"
-    r"can't|cannot|don't|never|always|just|really|used)\b|\b(i'm|im|i've|i'd|we're|we've)\b",
-    re.I,
+    r"\b(my|our|mine)\b|\b(i|we)\s+[a-z]|\b(i'm|im|i've|i'd|i'll|we're|we've|we'll)\b", re.I
 )
+"""The speaker says something of themselves: "my ...", "I <verb> ...", "I'm ..."."""
 QUOTES = str.maketrans({"«": '"', "»": '"'})
 
 

@@ -106,7 +106,7 @@ from services.policy.tool_rounds import ToolRounds, ToolTurn
 from services.policy.tools.builtin import BUILTIN_TOOLS
 from services.policy.tools.gate import ToolGate
 from services.policy.tools.runner import ToolRunner
-from services.policy.tools.wire import ToolCall, ToolSpecs
+from services.policy.tools.wire import MarkupFilter, ToolCall, ToolSpecs
 from services.settings import load_settings
 from services.telemetry.metrics import LLM_FIRST_TOKEN
 
@@ -244,8 +244,8 @@ class PolicyStage(Stage):
         try:
             persona = await self.personas.current()
             await complete(self.backend, self.prompt(persona, Memory(), None), WARM_UP)
-            if self.turn_memory is not None:  # the embedder's and the store's first use
-                await self.turn_memory.recall([f"warm-up:{self.name}"], "hello", None)
+            if self.long_term is not None:  # the embedder's and the store's first use
+                await self.long_term.recall([f"warm-up:{self.name}"], "hello")
         except (BackendFailed, PersonaError) as exc:
             log.warning("warm-up failed (%s); the first turn will be slower", exc)
 
@@ -579,6 +579,8 @@ class PolicyStage(Stage):
                 if calls is not None:
                     calls.clear()  # a retried round starts over
                 offered = {"tools": tools} if tools else {}  # backends without tools work
+                # Once tools are about, a model may write their markup as text: not spoken.
+                markup = MarkupFilter() if tools or progress.tool_messages else None
                 async for token in self.backend.stream(messages, options, prefix, **offered):
                     if isinstance(token, ToolCall):
                         if calls is not None and tools:  # none offered: none taken
@@ -590,7 +592,11 @@ class PolicyStage(Stage):
                         asked = 0.0
                     if self.bus.interrupted(turn.session_id, turn.turn_id):
                         return "interrupted"  # leaving the loop stops the backend
-                    await reply.add(token)
+                    text = token if markup is None else markup.feed(token)
+                    if text:
+                        await reply.add(text)
+                if markup is not None and (rest := markup.flush()):
+                    await reply.add(rest)
                 return "ok"
             except BackendFailed as exc:
                 if reply.index > 0 or attempt == self.settings.retries:

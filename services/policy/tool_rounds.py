@@ -164,5 +164,5 @@ class ToolRounds:
             session_id=turn.session_id, turn_id=turn.turn_id, author=turn.author,
             persona=turn.persona, expressions=turn.expressions, seed=turn.seed,
             now=self._now, express=reply.express, control=control, latest_view=latest_view,
-            long_term=self._long_term, scopes=turn.scopes,
+            said=turn.text, long_term=self._long_term, scopes=turn.scopes,
         )  # fmt: skip

@@ -3,6 +3,8 @@ their results reach the model; the reply survives a crash without running them a
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,7 +21,14 @@ from services.policy.stage import WARM_UP, PolicyStage
 from services.policy.tools.builtin import BUILTIN_TOOLS, now_local
 from services.policy.tools.declared import Tool, ToolContext
 from services.policy.tools.runner import ToolRunner
-from services.policy.tools.wire import ToolCall, ToolCallParser, exchange, for_ollama, for_openai
+from services.policy.tools.wire import (
+    MarkupFilter,
+    ToolCall,
+    ToolCallParser,
+    exchange,
+    for_ollama,
+    for_openai,
+)
 
 
 class ToolCallingBackend:
@@ -276,3 +285,41 @@ async def test_the_time_is_told_in_the_characters_time_zone() -> None:
     (_, result) = events(policy)
     assert result.outcome == "ok"
     assert result.result.endswith("(JST).")
+
+
+def test_tool_markup_written_as_text_is_not_spoken() -> None:
+    def spoken(pieces: list[str]) -> str:
+        markup = MarkupFilter()
+        return "".join(markup.feed(piece) for piece in pieces) + markup.flush()
+
+    assert spoken(
+        ['Let me check...{"name": "tool_re', 'sponse", "arguments": {"a": "}"}}', " Done!"]
+    ) == ("Let me check... Done!")
+    assert spoken(['[happy] Hmm ["thinking", "dice"] a four.']) == "[happy] Hmm  a four."
+    assert (
+        spoken(["Ok <tool_call>\n{}\n</tool", "_call> so 3 < 4 and {x}"]) == "Ok  so 3 < 4 and {x}"
+    )
+    assert spoken(['Sure {"name": "unfinished']) == "Sure "
+
+
+async def test_words_the_model_copied_from_the_schema_are_left_out_of_a_call() -> None:
+    async def publish(event: ToolEvent) -> None:
+        pass
+
+    runner = ToolRunner(BUILTIN_TOOLS, publish, timeout_s=1)
+    copied = {"expression": "surprised", "required": ["expression"], "type": "object"}
+    ran = await runner.run(ToolCall("x", "set_expression", copied), context(), False, "r0c0")
+    assert ran.outcome == "ok"
+
+
+async def test_a_time_zone_the_line_did_not_ask_for_is_not_used() -> None:
+    async def publish(event: ToolEvent) -> None:
+        pass
+
+    runner = ToolRunner(BUILTIN_TOOLS, publish, timeout_s=1)
+    utc = context(now=lambda: datetime.now(UTC))
+    call = ToolCall("x", "time", {"timezone": "America/New_York"})
+    invented = await runner.run(call, replace(utc, said="what time is it?"), False, "r0c0")
+    asked = await runner.run(call, replace(utc, said="what time is it in New York?"), False, "r0c1")
+    assert invented.result.endswith("(UTC).")
+    assert asked.result.endswith(("(EST).", "(EDT)."))

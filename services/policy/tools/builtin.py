@@ -1,6 +1,7 @@
 """The tools every character has: the time, chance, a face, a scene, memory, its eyes."""
 
 import random
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +23,17 @@ class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_A_PLACE = re.compile(
+    r"\b(in|for|at)\s+(?!your\b|you\b|the\b|here\b|my\b)[a-z]|\b(utc|gmt|time ?zone)\b", re.I
+)
+
+
+def names_a_place(said: str) -> bool:
+    """Whether the line asks for the time somewhere ("in Tokyo", "UTC"). Small models put a
+    zone in every call; one the line did not ask for is not used."""
+    return not said or _A_PLACE.search(said) is not None
+
+
 class TimeArgs(_Args):
     timezone: str | None = Field(
         default=None,
@@ -31,7 +43,7 @@ class TimeArgs(_Args):
 
 async def tell_time(args: TimeArgs, ctx: ToolContext) -> str:
     now = ctx.now()
-    if args.timezone and args.timezone.lower() not in LOCAL_ZONE_NAMES:
+    if args.timezone and args.timezone.lower() not in LOCAL_ZONE_NAMES and names_a_place(ctx.said):
         try:
             now = now.astimezone(ZoneInfo(args.timezone))
         except (ZoneInfoNotFoundError, ValueError):

@@ -35,6 +35,7 @@ class ToolContext:
     express: Callable[[str], None]  # show an expression with the reply
     control: Callable[[Command], Awaitable[None]]  # publish a control command
     latest_view: Callable[[], Awaitable[VisionObservation | None]]
+    said: str = ""  # the line as said (what the turn asked for)
     long_term: LongTermMemory | None = None
     scopes: Sequence[str] = field(default_factory=tuple)  # where this turn remembers
 

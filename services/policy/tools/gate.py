@@ -4,8 +4,8 @@ The bundled 0.5B model, shown the tools, calls one for almost every line ("how a
 gets the time) or none at all once a persona speaks. So for it the choice is made here: the
 line's embedding against a few example requests of each tool and of lines that need none
 (the nearest example decides, if it is close enough and clearly closer than any line that
-needs no tool). The model then only fills in the arguments of the chosen tool, which a
-grammar holds to its schema.
+needs no tool). The model then only writes the arguments of the chosen tool, which are
+validated against its schema (keys it does not take are left out).
 """
 
 from collections.abc import Sequence

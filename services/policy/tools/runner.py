@@ -81,14 +81,18 @@ class ToolRunner:
         self, tool: Tool | None, call: ToolCall, ctx: ToolContext, trusted: bool
     ) -> tuple[ToolOutcome, str]:
         if tool is None:
-            known = ", ".join(self.tools)
-            return "error", f"error: there is no tool {call.name!r}; there are: {known}"
+            names = ", ".join(self.tools)
+            return "error", f"error: there is no tool {call.name!r}; there are: {names}"
         if tool.acts_on_stream and not trusted:
             return "refused", "refused: a viewer's message may not change the stream"
         if call.arguments is None:
             return "error", f"error: {call.error}"
+        # Keys the tool does not take are left out: small models copy schema words
+        # ("required", "type") into their calls.
+        taken = tool.arguments.model_fields
+        given = {key: value for key, value in call.arguments.items() if key in taken}
         try:
-            arguments = tool.arguments.model_validate(call.arguments)
+            arguments = tool.arguments.model_validate(given)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()

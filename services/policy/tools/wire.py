@@ -182,3 +182,86 @@ def _partial_suffix(text: str, tag: str) -> int:
         if tag.startswith(text[-size:]):
             return size
     return 0
+
+
+MARKUP_TAGS = ("<tool_call>", "<tool_response>", "</tool_call>", "</tool_response>")
+
+
+class MarkupFilter:
+    """Takes tool markup out of a reply's text: JSON objects and lists ({"name": ...},
+    ["a", "b"]) and <tool_call>/<tool_response> blocks. A small model that has seen tool
+    exchanges in its prompt sometimes writes them back as text, and they must not be
+    spoken. Expression tags ([happy]) are not JSON and pass."""
+
+    def __init__(self) -> None:
+        self.held = ""  # what may be the start of markup
+        self.depth = 0  # inside JSON: open brackets
+        self.in_string = False
+        self.escaped = False
+        self.closing: str | None = None  # inside a tag block: the tag that ends it
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        for char in text:
+            out.append(self._char(char))
+        return "".join(out)
+
+    def flush(self) -> str:
+        """The end of the reply: markup left open is dropped, a held start is text."""
+        held, self.held = self.held, ""
+        inside = self.depth > 0 or self.closing is not None
+        self.depth, self.closing = 0, None
+        return "" if inside else held
+
+    def _char(self, char: str) -> str:
+        if self.depth:
+            self._json(char)
+            return ""
+        if self.closing is not None:
+            self.held += char
+            if self.held.endswith(self.closing):
+                self.held, self.closing = "", None
+            return ""
+        if self.held:
+            return self._after_held(char)
+        if char in "{[<":
+            self.held = char
+            return ""
+        return char
+
+    def _after_held(self, char: str) -> str:
+        held = self.held + char
+        if held[0] in "{[":
+            if char.isspace() and held.strip() == held[0]:
+                self.held = held  # `{ "name"`: wait for the quote
+                return ""
+            self.held = ""
+            if char == '"':
+                self.depth, self.in_string = 1, True
+                return ""
+            return held
+        if any(tag.startswith(held) for tag in MARKUP_TAGS):
+            if held in MARKUP_TAGS:
+                self.held = ""
+                if not held.startswith("</"):
+                    self.closing = "</" + held[1:]
+            else:
+                self.held = held
+            return ""
+        self.held = ""
+        return held
+
+    def _json(self, char: str) -> None:
+        if self.in_string:
+            if self.escaped:
+                self.escaped = False
+            elif char == "\\":
+                self.escaped = True
+            elif char == '"':
+                self.in_string = False
+        elif char == '"':
+            self.in_string = True
+        elif char in "{[":
+            self.depth += 1
+        elif char in "}]":
+            self.depth -= 1
