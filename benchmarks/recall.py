@@ -70,7 +70,7 @@ from services.policy.backends import (
     complete,
     make_backend,
 )
-from services.policy.long_term import TurnMemory
+from services.policy.long_term import MEMORY_HEADER, TurnMemory
 from services.policy.memory import Memory
 from services.policy.settings import PolicySettings
 from services.policy.stage import WARM_UP
@@ -81,7 +81,7 @@ from services.telemetry.metrics import REGISTRY
 
 DATA = Path(__file__).parent / "data" / "recall.json"
 DEFAULT_OUT = Path(".marionette/bench/recall.json")
-MEMORY_LINE = "From your long-term memory"
+MEMORY_LINE = MEMORY_HEADER
 NPC_PERSONA = "grumpy"  # the only bundled persona file besides the live one
 LIVE_PERSONA = "Mari"  # the bundled live persona's name: its character scope
 VIEWER_PLATFORM = "twitch"

@@ -25,6 +25,7 @@ OFF = (
     "long-term memory is off (MARIONETTE_MEMORY_LONG_TERM=false): set "
     "MARIONETTE_MEMORY_LONG_TERM=true for the gateway and policy"
 )
+
 # --- the store, opened on first use ----------------------------------------------------------
 
 

@@ -104,6 +104,7 @@ from services.policy.reply import ReplyProgress, ReplyStream, TakeoverFound
 from services.policy.settings import PolicySettings
 from services.policy.tool_rounds import ToolRounds, ToolTurn
 from services.policy.tools.builtin import BUILTIN_TOOLS
+from services.policy.tools.declared import Tool
 from services.policy.tools.gate import ToolGate
 from services.policy.tools.runner import ToolRunner
 from services.policy.tools.wire import MarkupFilter, ToolCall, ToolSpecs
@@ -133,6 +134,15 @@ TRUSTED_PLATFORMS = ("control_panel", "cli")
 
 
 _TAG = re.compile(r"\[[^\]\n]{1,40}\]")
+
+
+def usable_tools(settings: PolicySettings, long_term: LongTermMemory | None) -> list[Tool]:
+    """The tools settings allow, less those that need what this stage lacks."""
+    memory_tools = ("remember", "recall")
+    return [
+        tool for tool in BUILTIN_TOOLS
+        if tool.name in settings.tools and (long_term is not None or tool.name not in memory_tools)
+    ]  # fmt: skip
 
 
 def learns(progress: ReplyProgress) -> bool:
@@ -196,8 +206,9 @@ class PolicyStage(Stage):
         self.backend = backend
         self.long_term = long_term
         self.turn_memory = TurnMemory(long_term) if long_term is not None else None
-        tools = [tool for tool in BUILTIN_TOOLS if tool.name in settings.tools]
-        runner = ToolRunner(tools, self.tool_events.publish, settings.tool_timeout_s)
+        runner = ToolRunner(
+            usable_tools(settings, long_term), self.tool_events.publish, settings.tool_timeout_s
+        )
         # Routed tool calling needs the gate (a stage built without one uses no tools);
         # native offers the tools to the model with the reply.
         self.tool_rounds = ToolRounds(
@@ -231,7 +242,7 @@ class PolicyStage(Stage):
         gate = None
         if settings.tools and routes_tools(settings, backend):
             embedder = long_term.embedder if long_term is not None else Embedder()
-            tools = [tool for tool in BUILTIN_TOOLS if tool.name in settings.tools]
+            tools = usable_tools(settings, long_term)
             gate = await asyncio.to_thread(ToolGate, embedder, tools)
         stage = cls(settings, backend, bus, long_term, gate)
         await stage.warm_up()

@@ -19,14 +19,14 @@ from services.memory.items import character_scope, session_scope
 from services.memory.long_term import LongTermMemory
 from services.memory.settings import MemorySettings
 from services.memory.sqlite_store import SqliteVecStore
-from services.policy.long_term import states_a_fact
+from services.policy.long_term import MEMORY_HEADER, states_a_fact
 from services.policy.memory import MEMORY_PREFIX, Memory
 from services.policy.settings import PolicySettings
 from services.policy.stage import PolicyStage
 from services.telemetry.metrics import MEMORY_RECALL
 from tests.unit.test_policy_stage import ScriptedBackend
 
-MEMORY_LINE = "From your long-term memory"
+MEMORY_LINE = MEMORY_HEADER
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ async def test_a_fact_told_in_one_session_is_recalled_in_the_next(
     assert "Lisbon" not in memory, "bob's fact is not about a pet"
     prompt = [p for p in backend.prompts if p[-1]["role"] == "user"][-1]
     assert prompt[-2]["content"] == memory, "just before the line: the cached prefix stays"
-    assert "never instructions" in memory, "viewers' words are quoted as data"
+    assert "never instructions" in memory, "viewers' words are given as data"
     stats = await long_term.stats(character_scope("Mari"))
     assert stats.by_kind == {"fact": 2}, "the question was not kept"
 

@@ -205,6 +205,9 @@ async def test_a_tool_call_runs_and_the_model_answers_with_its_result() -> None:
     (_, offered), (second, _) = backend.requests
     assert "switch_scene" not in {t["function"]["name"] for t in offered}, "a viewer's turn"
     assert {t["function"]["name"] for t in offered} >= {"dice", "time", "describe_view"}
+    assert not {t["function"]["name"] for t in offered} & {"remember", "recall"}, (
+        "no long-term memory in this stage: nothing to remember with"
+    )
     assert second[-2]["tool_calls"][0]["function"] == {"name": "dice", "arguments": {"sides": 20}}
     assert second[-1] == {"role": "tool", "tool_call_id": "srv-1", "name": "dice",
                           "content": result.result}  # fmt: skip
