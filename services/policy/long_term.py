@@ -10,7 +10,6 @@ Scopes: an NPC (a turn with a persona file) remembers each player apart (the ses
 (MARIONETTE_MEMORY_SCOPE).
 """
 
-import logging
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,8 +23,6 @@ from services.memory.items import (
 )
 from services.memory.long_term import LongTermMemory
 from services.telemetry.metrics import MEMORY_RECALL
-
-log = logging.getLogger("marionette.policy")
 
 _QUESTION_START = re.compile(
     r"^(what|who|whom|whose|where|when|why|how|which|do|does|did|can|could|would|will|is|"

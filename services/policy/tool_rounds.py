@@ -110,17 +110,21 @@ class ToolRounds:
                 log.warning("%s/%s: no tool call (%s)", turn.session_id, turn.turn_id, exc)
                 return []
 
-        await self.run(reply, turn, call())
+        # A call the model got wrong is left out of the reply's prompt: a small model
+        # would only talk about the error ("that's not a valid JSON object").
+        await self.run(reply, turn, call(), keep_errors=False)
 
     async def run(
         self,
         reply: ReplyStream,
         turn: ToolTurn,
         calls: list[ToolCall] | Awaitable[list[ToolCall]],
+        keep_errors: bool = True,
     ) -> None:
         """Run a round of calls (routed: first let the model write them); if that takes a
         while, say the filler line meanwhile. The round and its results are kept with the
-        reply's progress, at once."""
+        reply's progress, at once; without keep_errors, only the calls that worked (or
+        were refused, or timed out: the model can say so)."""
         progress = reply.progress
         await reply.settle()  # what the model said before calling goes out first
         said = progress.generated[progress.round_start :]
@@ -135,7 +139,7 @@ class ToolRounds:
         done, _ = await asyncio.wait({running}, timeout=self.settings.tool_filler_after_ms / 1000)
         if not done and self.settings.tool_filler:
             await reply.say(self.settings.tool_filler)
-        ran = await running
+        ran = [r for r in await running if keep_errors or r.outcome != "error"]
         if not ran:
             return
         progress.tool_messages += exchange(said, [r.call for r in ran], [r.result for r in ran])

@@ -22,9 +22,9 @@ from tests.integration.workers import REPO_ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 STAGES = {"asr", "policy", "tts", "avatar", "playback", "arbiter"}
-FIXED_SPANS = 22
+FIXED_SPANS = 23
 """Spans of a turn that do not grow with it: the utterance, two speech events and the
-final (a create and a publish span each), policy's handler and generation, tts.speak,
+final (a create and a publish span each), policy's handler, recall and generation, tts.speak,
 avatar's idle frame and playback's `finished` (two each), `finished` handled by asr
 and policy (one each), the two speech events handled by playback (one each), and the
 arbiter following the floor: the speech events, the final and `finished` (one each)."""

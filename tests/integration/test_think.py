@@ -190,8 +190,11 @@ def llama_server() -> Iterator[str]:
 async def test_openai_compatible_backend_streams_from_a_llama_cpp_server(
     llama_server: str, bus_settings: BusSettings, redis_client: Redis
 ) -> None:
+    # No tools: llama-cpp-python's server, given some, answers through its function-calling
+    # format and no longer streams a plain reply (tool calls over this wire:
+    # tests/integration/test_policy_tool_backends.py).
     settings = PolicySettings(
-        backend="openai", base_url=llama_server, model="qwen", **DETERMINISTIC
+        backend="openai", base_url=llama_server, model="qwen", tools=[], **DETERMINISTIC
     )
     async with (
         policy_runtime(bus_settings, settings, make_backend(settings)),

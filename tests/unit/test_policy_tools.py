@@ -15,11 +15,13 @@ from contracts.tools import ToolEvent
 from contracts.topics import CONTROL, POLICY_TOKEN, TOOL_EVENT
 from contracts.vision import SeenObject, VisionObservation
 from services.bus.harness import SimulatedCrash, StageHarness
+from services.memory.embedder import Embedder
 from services.policy.backends import Generation, Messages
 from services.policy.settings import PolicySettings
 from services.policy.stage import WARM_UP, PolicyStage
 from services.policy.tools.builtin import BUILTIN_TOOLS, now_local
 from services.policy.tools.declared import Tool, ToolContext
+from services.policy.tools.gate import ToolGate
 from services.policy.tools.runner import ToolRunner
 from services.policy.tools.wire import (
     MarkupFilter,
@@ -326,3 +328,60 @@ async def test_a_time_zone_the_line_did_not_ask_for_is_not_used() -> None:
     asked = await runner.run(call, replace(utc, said="what time is it in New York?"), False, "r0c1")
     assert invented.result.endswith("(UTC).")
     assert asked.result.endswith(("(EST).", "(EDT)."))
+
+
+# --- routed tool calling (the bundled model's) -------------------------------------------------
+
+
+class RoutedBackend(ToolCallingBackend):
+    """A llama.cpp-like backend: writes the arguments of the call it is asked for."""
+
+    def __init__(self, arguments: dict[str, Any] | None) -> None:
+        super().__init__([])
+        self.arguments = arguments
+        self.asked: list[tuple[str, Messages]] = []
+
+    async def call_tool(
+        self, messages: Messages, tools: Any, name: str, options: Generation
+    ) -> ToolCall:
+        self.asked.append((name, messages))
+        shown = [tool["function"]["name"] for tool in tools]
+        assert shown == [name], "only the chosen tool is shown"
+        return ToolCall("call-1", name, self.arguments, None if self.arguments else "not JSON")
+
+
+@pytest.fixture(scope="module")
+def gate() -> ToolGate:
+    return ToolGate(Embedder(), BUILTIN_TOOLS)
+
+
+def routed(backend: RoutedBackend, gate: ToolGate) -> StageHarness[PolicyStage]:
+    settings = PolicySettings(retry_backoff_ms=0, tool_calling="routed")
+    return StageHarness(lambda bus: PolicyStage(settings, backend, bus, gate=gate))
+
+
+async def test_routed_the_line_picks_the_tool_and_the_model_writes_its_arguments(
+    gate: ToolGate,
+) -> None:
+    backend = RoutedBackend({"sides": 20})
+    policy = routed(backend, gate)
+    await policy.send(chat("roll a d20 for me", turn="t1"), chat("how are you today?", turn="t2"))
+    assert [name for name, _ in backend.asked] == ["dice"], "chit-chat calls nothing"
+    assert backend.asked[0][1][-1]["content"] == "viewer (in chat): «roll a d20 for me»"
+    call, result = events(policy)
+    assert (call.tool, call.arguments, result.outcome) == ("dice", {"sides": 20}, "ok")
+    assert all(tools is None for _, tools in backend.requests), "nothing offered natively"
+    first, second = (messages for messages, _ in backend.requests)
+    assert first[-1]["role"] == "tool", "the reply is written with the result"
+    assert all(m["role"] != "tool" for m in second)
+
+
+async def test_routed_a_call_the_model_got_wrong_is_left_out_of_the_reply(
+    gate: ToolGate,
+) -> None:
+    backend = RoutedBackend(None)  # its arguments did not parse
+    policy = routed(backend, gate)
+    await policy.send(chat("roll a d20 for me"))
+    assert [(e.phase, e.outcome) for e in events(policy)] == [("call", None), ("result", "error")]
+    ((messages, _),) = backend.requests
+    assert all(m["role"] != "tool" and not m.get("tool_calls") for m in messages)

@@ -154,8 +154,9 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
         "roll a die", "roll a d20", "throw two dice for me", "roll 3d6", "give me a dice "
         "roll")),
     Tool("choose", "Pick one of several options at random.", ChooseArgs, choose, examples=(
-        "pick one: red or blue", "choose between cats and dogs", "which should I play, "
-        "chess or poker?", "flip a coin: heads or tails", "decide for me: stay or go")),
+        "pick one at random: red or blue", "randomly choose between chess and poker",
+        "flip a coin: heads or tails", "decide for me: stay or go", "spin the wheel: "
+        "Mario, Zelda or Kirby")),
     Tool("set_expression", "Show an expression on the avatar.", ExpressionArgs,
          set_expression, examples=(
         "make a happy face", "look sad", "show me your angry face", "can you look "

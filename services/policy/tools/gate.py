@@ -17,6 +17,11 @@ from services.policy.tools.declared import Tool
 
 NO_TOOL_EXAMPLES = (
     "how are you today?",
+    "what's your favourite game?",
+    "which character do you like best?",
+    "do you like summer or winter more?",
+    "tell me something about you",
+    "what do you usually do on weekends?",
     "tell me a joke",
     "I love your stream!",
     "hello everyone",
@@ -39,7 +44,7 @@ class ToolGate:
         embedder: Embedder,
         tools: Sequence[Tool],
         min_score: float = 0.45,
-        margin: float = 0.05,
+        margin: float = 0.1,
     ) -> None:
         self.embedder = embedder
         self.min_score = min_score
