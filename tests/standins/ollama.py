@@ -15,14 +15,14 @@ as Ollama does: an unknown model (404), tools for a model without the "tools" ca
 
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.standins.http import serving
 from tests.standins.tool_rules import (
     ScriptedCall,
     ToolRule,
@@ -200,14 +200,6 @@ def _handler(state: OllamaStandIn) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def ollama_stand_in(state: OllamaStandIn | None = None) -> Iterator[OllamaStandIn]:
     state = state or OllamaStandIn()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(_handler(state)) as port:
+        state.url = f"http://127.0.0.1:{port}"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -26,14 +26,14 @@ in `rejections`; a stream the client dropped counts in `dropped_streams`.
 import itertools
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.standins.http import serving
 from tests.standins.tool_rules import (
     ScriptedCall,
     ToolRule,
@@ -521,14 +521,6 @@ class _Answer:
 @contextmanager
 def openai_stand_in(state: OpenAIStandIn | None = None) -> Iterator[OpenAIStandIn]:
     state = state or OpenAIStandIn()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(_handler(state)) as port:
+        state.url = f"http://127.0.0.1:{port}/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
