@@ -112,7 +112,11 @@ class ToolRounds:
 
         # A call the model got wrong is left out of the reply's prompt: a small model
         # would only talk about the error ("that's not a valid JSON object").
-        await self.run(reply, turn, call(), keep_errors=False)
+        ran = await self.run(reply, turn, call(), keep_errors=False)
+        for result in ran:
+            tool = self.runner.tools.get(result.call.name)
+            if result.outcome == "ok" and tool is not None and tool.says_result:
+                await reply.say(result.result)
 
     async def run(
         self,
@@ -120,11 +124,11 @@ class ToolRounds:
         turn: ToolTurn,
         calls: list[ToolCall] | Awaitable[list[ToolCall]],
         keep_errors: bool = True,
-    ) -> None:
+    ) -> list[ToolRan]:
         """Run a round of calls (routed: first let the model write them); if that takes a
         while, say the filler line meanwhile. The round and its results are kept with the
         reply's progress, at once; without keep_errors, only the calls that worked (or
-        were refused, or timed out: the model can say so)."""
+        were refused, or timed out: the model can say so). Returns the calls kept."""
         progress = reply.progress
         await reply.settle()  # what the model said before calling goes out first
         said = progress.generated[progress.round_start :]
@@ -141,11 +145,12 @@ class ToolRounds:
             await reply.say(self.settings.tool_filler)
         ran = [r for r in await running if keep_errors or r.outcome != "error"]
         if not ran:
-            return
+            return []
         progress.tool_messages += exchange(said, [r.call for r in ran], [r.result for r in ran])
         progress.tool_rounds += 1
         progress.round_start = len(progress.generated)
         await self._keep(turn, progress)
+        return ran
 
     def _now(self) -> datetime:
         """The character's time: in its time zone (MARIONETTE_POLICY_TIMEZONE), else the

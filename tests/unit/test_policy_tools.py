@@ -355,8 +355,8 @@ def gate() -> ToolGate:
     return ToolGate(Embedder(), BUILTIN_TOOLS)
 
 
-def routed(backend: RoutedBackend, gate: ToolGate) -> StageHarness[PolicyStage]:
-    settings = PolicySettings(retry_backoff_ms=0, tool_calling="routed")
+def routed(backend: RoutedBackend, gate: ToolGate, **overrides: Any) -> StageHarness[PolicyStage]:
+    settings = PolicySettings(retry_backoff_ms=0, tool_calling="routed", **overrides)
     return StageHarness(lambda bus: PolicyStage(settings, backend, bus, gate=gate))
 
 
@@ -385,3 +385,11 @@ async def test_routed_a_call_the_model_got_wrong_is_left_out_of_the_reply(
     assert [(e.phase, e.outcome) for e in events(policy)] == [("call", None), ("result", "error")]
     ((messages, _),) = backend.requests
     assert all(m["role"] != "tool" and not m.get("tool_calls") for m in messages)
+
+
+async def test_routed_a_result_that_is_the_answer_is_said_as_it_is(gate: ToolGate) -> None:
+    backend = RoutedBackend({"sides": 20})
+    policy = routed(backend, gate, tool_filler_after_ms=60_000)  # no filler: the tool is quick
+    await policy.send(chat("roll a d20 for me"))
+    (_, result) = events(policy)
+    assert final(policy).reply_text.startswith(f"{result.result} The tool said: ")

@@ -147,13 +147,16 @@ async def describe_view(args: ViewArgs, ctx: ToolContext) -> str:
 
 
 BUILTIN_TOOLS: tuple[Tool, ...] = (
-    Tool("time", "The current time and date.", TimeArgs, tell_time, examples=(
+    Tool("time", "The current time and date.", TimeArgs, tell_time, says_result=True,
+         examples=(
         "what time is it?", "what's the date today?", "what day is it", "is it late where "
         "you are?", "what time is it in Tokyo?")),
-    Tool("dice", "Roll dice: sides and count.", DiceArgs, roll_dice, examples=(
+    Tool("dice", "Roll dice: sides and count.", DiceArgs, roll_dice, says_result=True,
+         examples=(
         "roll a die", "roll a d20", "throw two dice for me", "roll 3d6", "give me a dice "
         "roll")),
-    Tool("choose", "Pick one of several options at random.", ChooseArgs, choose, examples=(
+    Tool("choose", "Pick one of several options at random.", ChooseArgs, choose,
+         says_result=True, examples=(
         "pick one at random: red or blue", "randomly choose between chess and poker",
         "flip a coin: heads or tails", "decide for me: stay or go", "spin the wheel: "
         "Mario, Zelda or Kirby")),
@@ -172,7 +175,7 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
         "what do you remember about me?", "do you remember my name?", "what did I tell you "
         "last time?", "what do you know about me?")),
     Tool("describe_view", "Describe what the camera sees now.", ViewArgs, describe_view,
-         examples=(
+         says_result=True, examples=(
         "what do you see?", "look at the camera", "what's in front of you right now?",
         "describe what you see", "can you see me?")),
 )  # fmt: skip

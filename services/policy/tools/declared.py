@@ -53,6 +53,10 @@ class Tool:
     examples: tuple[str, ...] = ()
     """Requests that call for it, for the gate that picks tools for small models
     (services.policy.tools.gate)."""
+    says_result: bool = False
+    """Its result is the answer, in words fit to say ("Rolled a d20: 17."): when routed, the
+    character says it as it is, then the model goes on (a small model often talks past a
+    result instead of giving it)."""
 
     def spec(self) -> dict[str, Any]:
         """The declaration the model is shown (OpenAI's `tools` entry)."""
