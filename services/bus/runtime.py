@@ -26,7 +26,7 @@ from faststream.redis import RedisBroker, RedisRouter
 from redis.asyncio import Redis
 
 from contracts.envelope import Envelope
-from contracts.topics import CONTROL, Topic
+from contracts.topics import ALL_TOPICS, CONTROL, Topic
 from services.bus.connect import bus_client
 from services.bus.control import ControlFollower
 from services.bus.dead_letters import dead_letter_stream
@@ -95,6 +95,10 @@ class StageRuntime(Generic[StageT]):
             health_check_interval=5,
             socket_timeout=settings.block_ms / 1000 + 10,
             socket_connect_timeout=5,
+            # Taking over, every partition of every topic claims its pending entries at
+            # once: the monitor reads all 15 topics, 120 commands on 8 partitions, over
+            # redis-py's default of 100 (MaxConnectionsError, then retries).
+            max_connections=len(ALL_TOPICS) * settings.partitions + 64,
         )
         self.interrupts = InterruptedTurns()
         self.switch = (

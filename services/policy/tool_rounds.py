@@ -116,6 +116,9 @@ class ToolRounds:
         for result in ran:
             tool = self.runner.tools.get(result.call.name)
             if result.outcome == "ok" and tool is not None and tool.says_result:
+                # Also the beginning of the model's reply, which it goes on from (as after
+                # a crash), rather than saying the result a second time.
+                reply.progress.generated += f"{result.result} "
                 await reply.say(result.result)
 
     async def run(

@@ -43,6 +43,7 @@ class ToolCallingBackend:
         self.calls = calls
         self.said_first = said_first
         self.requests: list[tuple[Messages, Any]] = []
+        self.prefixes: list[str] = []  # what each reply was to go on from
 
     async def check(self) -> None:
         pass
@@ -53,6 +54,7 @@ class ToolCallingBackend:
         if options == WARM_UP:
             return
         self.requests.append((messages, tools))
+        self.prefixes.append(prefix)
         results = [m["content"] for m in messages if m["role"] == "tool"]
         if results:
             for word in f"[happy] The tool said: {' / '.join(results)}".split(" "):
@@ -393,3 +395,4 @@ async def test_routed_a_result_that_is_the_answer_is_said_as_it_is(gate: ToolGat
     await policy.send(chat("roll a d20 for me"))
     (_, result) = events(policy)
     assert final(policy).reply_text.startswith(f"{result.result} The tool said: ")
+    assert backend.prefixes == [f"{result.result} "], "the model goes on from it"
