@@ -57,7 +57,7 @@ down() {  # the project's containers (scaled ones too) and volumes
     podman ps -aq --filter "label=io.podman.compose.project=$PROJECT" | xargs -r podman rm -f -t 2 >/dev/null
     podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT" | xargs -r podman volume rm -f >/dev/null
 }
-[ "$KEEP" = 1 ] || trap down EXIT
+[ "$KEEP" = 1 ] || trap 'down; stop_own_podman_service' EXIT
 down
 say "compose up"
 # podman-compose turns depends_on into `podman --requires`, and podman does not restart a

@@ -22,11 +22,22 @@ if [ ! -e /etc/containers/containers.conf ] && [ "$(id -u)" = 0 ]; then
 fi
 PODMAN_SOCKET="${PODMAN_SOCKET:-/run/podman/podman.sock}"
 export DOCKER_HOST="unix://$PODMAN_SOCKET"
+PODMAN_SERVICE_PID=""
 if ! curl -fsS --unix-socket "$PODMAN_SOCKET" http://d/_ping >/dev/null 2>&1; then
     mkdir -p "$(dirname "$PODMAN_SOCKET")"
-    nohup podman system service --time=0 "$DOCKER_HOST" >/dev/null 2>&1 &
+    # In a session of its own, with no stdio of the caller's. Stopped by the script that
+    # started it (stop_own_podman_service): one left running after its caller had exited
+    # answered pings but failed to start containers ("write child: broken pipe").
+    setsid nohup podman system service --time=0 "$DOCKER_HOST" </dev/null >/dev/null 2>&1 &
+    PODMAN_SERVICE_PID=$!
     for _ in $(seq 50); do
         curl -fsS --unix-socket "$PODMAN_SOCKET" http://d/_ping >/dev/null 2>&1 && break
         sleep 0.2
     done
 fi
+
+stop_own_podman_service() {
+    if [ -n "$PODMAN_SERVICE_PID" ]; then
+        kill "$PODMAN_SERVICE_PID" 2>/dev/null || true
+    fi
+}

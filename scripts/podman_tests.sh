@@ -18,4 +18,7 @@ TESTS=("$@")
     tests/integration/test_crash_recovery.py tests/integration/test_leases.py
     tests/integration/test_record_replay.py)
 echo "== pytest on podman's Redis ($MARIONETTE_TEST_REDIS_IMAGE)"
-exec .venv/bin/pytest -q -p no:cacheprovider "${TESTS[@]}"
+status=0
+.venv/bin/pytest -q -p no:cacheprovider "${TESTS[@]}" || status=$?
+stop_own_podman_service
+exit "$status"
