@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.standins.http import serving
+from tests.standins.http import send_json, serving
 from tests.standins.tool_rules import (
     ScriptedCall,
     ToolRule,
@@ -317,12 +317,7 @@ def _handler(state: OpenAIStandIn) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def _authorized(self) -> bool:
             if (
